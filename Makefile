@@ -1,0 +1,13 @@
+# The two commands of the README. Each one creates/updates .venv by itself first.
+.PHONY: sim test setup
+
+setup:
+	@bash tools/setup_env.sh
+
+# The main job on the embedded default: simulated robot, scripted operator, DirectRunner.
+sim: setup
+	MUJOCO_GL=egl .venv/bin/python tools/run_sim_pipeline.py --workdir=runs/sim
+
+# The test suite (pytest's own runner, so the checkout root is not put on sys.path).
+test: setup
+	MUJOCO_GL=egl .venv/bin/pytest -q

@@ -1,0 +1,211 @@
+"""A runner-agnostic Beam pipeline that writes validated episodes as a TFDS/RLDS dataset.
+
+Why not TFDS's own Beam writer: it assigns shards through side inputs, which Beam's Dask runner
+does not serve (IndexError in `_assign_shard`). This pipeline uses only Create, ParDo, Flatten and
+GroupByKey, which every runner has:
+
+  files --read+validate+serialize--> episodes --(bucket = hash(id) % S)--------------------.
+                               \\--> summaries + dead letters --GroupByKey(one key)--> plan --+
+                                                                                           |
+           shard files <--write one TFRecord per (split, bucket)-- GroupByKey(bucket) <-----'
+
+The plan step (tiny data: ids, action/state arrays) picks the validation episodes, writes the
+statistics and dead letters, and tells every bucket which of its episodes go to which split.
+Each episode's serialized bytes cross the shuffle once. Everything is ordered by episode id,
+so the same inputs give byte-identical files on any runner. The driver then numbers the shards
+contiguously and writes TFDS metadata with `tfds.folder_dataset.write_metadata`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+
+from vlarft.datasets import statistics
+from vlarft.datasets.hilserl_pickle import PickleImportConfig
+from vlarft.datasets.schema import EpisodeSpec, num_steps, tfds_features
+from vlarft.pipelines.sources import DeadLetter, read_episodes
+
+SPLITS = ("train", "validation")
+PLAN_FILE = "plan.json"
+DEAD_LETTER_FILE = "dead_letters.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteConfig:
+    """What the conversion pipeline writes.
+
+    Attributes:
+      dataset: dataset name (snake_case), the prefix of every shard file.
+      work_dir: directory the shards, plan, statistics and dead letters are written to.
+      spec: the episode spec every episode must match.
+      num_buckets: shard buckets per split (empty ones are dropped at finalisation).
+      validation_fraction: share of episodes held out as the `validation` split (at least one
+        when there are two or more episodes and the fraction is > 0).
+      pickle_config: how HIL-SERL pickles map onto the schema.
+    """
+
+    dataset: str
+    work_dir: str
+    spec: EpisodeSpec
+    num_buckets: int = 1
+    validation_fraction: float = 0.1
+    pickle_config: PickleImportConfig = PickleImportConfig()
+
+
+def stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def shard_name(dataset: str, split: str, index: int, total: int) -> str:
+    """TFDS's default file name template `{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}`."""
+    return f"{dataset}-{split}.tfrecord-{index:05d}-of-{total:05d}"
+
+
+class ReadAndSerialize(beam.DoFn):
+    """file -> ("episode", bucket, id, file, bytes, summary) | ("dead", DeadLetter)."""
+
+    def __init__(self, config: WriteConfig):
+        self.config = config
+        self.features = None
+
+    def setup(self):
+        self.features = tfds_features(self.config.spec)
+
+    def process(self, path: str) -> Iterator[tuple]:
+        for item in read_episodes(path, self.config.spec, self.config.pickle_config):
+            if isinstance(item, DeadLetter):
+                yield ("dead", item)
+                continue
+            eid = item["episode_metadata"]["episode_id"]
+            try:
+                data = self.features.serialize_example(item)
+            except Exception as e:  # an encoder failure is a property of this episode's data
+                yield ("dead", DeadLetter(file=path, episode_id=eid, reason=f"cannot encode: {e}"))
+                continue
+            summary = {"episode_id": eid, "file": path, "num_steps": num_steps(item),
+                       "success": item["episode_metadata"]["success"],
+                       "action": item["steps"]["action"], "state": item["steps"]["observation"]["state"]}
+            yield ("episode", stable_hash(eid) % self.config.num_buckets, eid, path, data, summary)
+
+
+def choose_validation(episode_ids: list[str], fraction: float) -> set[str]:
+    """A deterministic, input-order-free choice of round(fraction * n) ids (>= 1 if n >= 2)."""
+    n = len(episode_ids)
+    if fraction <= 0 or n < 2:
+        return set()
+    count = min(n - 1, max(1, round(fraction * n)))
+    return set(sorted(episode_ids, key=lambda e: (stable_hash(e), e))[:count])
+
+
+class Plan(beam.DoFn):
+    """All summaries and dead letters -> split assignment per bucket; writes the side files."""
+
+    def __init__(self, config: WriteConfig):
+        self.config = config
+
+    def process(self, keyed: tuple) -> Iterator[tuple[int, tuple]]:
+        _, records = keyed
+        summaries = sorted((r for kind, r in records if kind == "summary"),
+                           key=lambda s: (s["episode_id"], s["file"]))
+        dead = [r for kind, r in records if kind == "dead"]
+        accepted: dict[str, dict] = {}
+        for s in summaries:
+            first = accepted.setdefault(s["episode_id"], s)
+            if first is not s:
+                dead.append(DeadLetter(file=s["file"], episode_id=s["episode_id"],
+                                       reason=f"duplicate episode_id, already taken from {first['file']}"))
+        validation = choose_validation(list(accepted), self.config.validation_fraction)
+        split_of = {eid: ("validation" if eid in validation else "train") for eid in accepted}
+        self._write_side_files(accepted, split_of, dead)
+        for bucket in range(self.config.num_buckets):
+            yield bucket, ("plan", {(eid, s["file"]): split_of[eid] for eid, s in accepted.items()
+                                    if stable_hash(eid) % self.config.num_buckets == bucket})
+
+    def _write_side_files(self, accepted: dict, split_of: dict, dead: list[DeadLetter]) -> None:
+        work = self.config.work_dir
+        train = [(s["action"], s["state"]) for eid, s in sorted(accepted.items()) if split_of[eid] == "train"]
+        stats = statistics.compute_statistics(train)
+        stats["split"] = "train"
+        stats["episodes_per_split"] = {split: sum(v == split for v in split_of.values()) for split in SPLITS}
+        stats["successes"] = sum(bool(s["success"]) for s in accepted.values())
+        statistics.write_json_atomic(os.path.join(work, statistics.FILENAME), stats)
+        shard_lengths = {split: [0] * self.config.num_buckets for split in SPLITS}
+        for eid, split in split_of.items():
+            shard_lengths[split][stable_hash(eid) % self.config.num_buckets] += 1
+        statistics.write_json_atomic(os.path.join(work, PLAN_FILE), {
+            "splits": dict(sorted(split_of.items())),
+            "bucket_lengths": shard_lengths,
+            "num_steps": {eid: s["num_steps"] for eid, s in sorted(accepted.items())},
+        })
+        lines = [json.dumps(d.to_json(), sort_keys=True) for d in
+                 sorted(dead, key=lambda d: (d.file, d.episode_id, d.reason))]
+        tmp = os.path.join(work, f".{DEAD_LETTER_FILE}.tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(tmp, os.path.join(work, DEAD_LETTER_FILE))
+
+
+class WriteBucket(beam.DoFn):
+    """(bucket, [plan, episodes...]) -> one TFRecord file per split, episodes sorted by id."""
+
+    def __init__(self, config: WriteConfig):
+        self.config = config
+
+    def process(self, keyed: tuple) -> Iterator[tuple[str, int, int]]:
+        import tensorflow as tf
+
+        bucket, items = keyed
+        plans = [payload for kind, payload in items if kind == "plan"]
+        if len(plans) != 1:
+            raise RuntimeError(f"bucket {bucket}: expected one plan, got {len(plans)}")
+        plan = plans[0]
+        episodes = sorted((eid, path, data) for kind, (eid, path, data) in
+                          ((k, p) for k, p in items if k == "episode"))
+        for split in SPLITS:
+            records = [data for eid, path, data in episodes if plan.get((eid, path)) == split]
+            if not records:
+                continue
+            final = os.path.join(self.config.work_dir, shard_name(
+                self.config.dataset, split, bucket, self.config.num_buckets))
+            tmp = final + ".tmp"
+            with tf.io.TFRecordWriter(tmp) as writer:
+                for record in records:
+                    writer.write(record)
+            tf.io.gfile.rename(tmp, final, overwrite=True)
+            yield split, bucket, len(records)
+
+
+def _route(element: tuple) -> Iterable[tuple]:
+    """Sends episode bytes to their bucket and the small records to the planner."""
+    if element[0] == "dead":
+        yield "plan", (None, ("dead", element[1]))
+        return
+    _, bucket, eid, path, data, summary = element
+    yield "plan", (None, ("summary", summary))
+    yield "data", (bucket, ("episode", (eid, path, data)))
+
+
+class ConvertToRlds(beam.PTransform):
+    """PCollection of input file paths -> shard files, plan, statistics, dead letters."""
+
+    def __init__(self, config: WriteConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, files):
+        parsed = files | "ReadValidateSerialize" >> beam.ParDo(ReadAndSerialize(self.config))
+        routed = parsed | "Route" >> beam.FlatMap(_route)
+        to_plan = routed | "ToPlan" >> beam.Filter(lambda kv: kv[0] == "plan") | "StripP" >> beam.Map(lambda kv: kv[1])
+        data = routed | "ToData" >> beam.Filter(lambda kv: kv[0] == "data") | "StripD" >> beam.Map(lambda kv: kv[1])
+        plans = (to_plan | "GatherSummaries" >> beam.GroupByKey()
+                 | "Plan" >> beam.ParDo(Plan(self.config)))
+        return ((plans, data) | "Join" >> beam.Flatten()
+                | "GroupByBucket" >> beam.GroupByKey()
+                | "WriteShards" >> beam.ParDo(WriteBucket(self.config)))
+

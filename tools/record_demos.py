@@ -1,0 +1,178 @@
+"""Record teleoperated demonstrations as raw episode files (one atomic .npz per episode).
+
+    python tools/record_demos.py --env=sim:pick_cube --teleop=scripted --episodes=20 --out_dir=demos/pick_cube
+    python tools/record_demos.py --env=sim:insert_peg --teleop=spacemouse --episodes=20 --out_dir=...
+
+The device drives the robot through the same intervention wrapper the online stage uses (the
+"policy" here holds still), so every step records who acted. Successful episodes are kept;
+`--keep_failures` keeps failed ones too (flagged `success=False` in their metadata). Device
+buttons: SUCCESS / FAILURE end the episode with that outcome, END_EPISODE ends it as a time-limit
+end, RERECORD throws the episode away and starts again, PAUSE holds the robot.
+Ctrl-C stops cleanly: every finished episode is already on disk; only the one in progress is lost.
+The last line of standard output is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vlarft.datasets.episode_builder import EpisodeBuilder
+from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
+from vlarft.datasets.schema import EpisodeSpec
+from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_SUCCESS
+from vlarft.robot_io.factory import make_env
+from vlarft.robot_io.intervention import InterventionWrapper
+from vlarft.robot_io.teleop import make_teleop
+from vlarft.robot_io.teleop.base import END_EPISODE, FAILURE, RERECORD, SUCCESS
+
+
+@dataclasses.dataclass
+class RecordingSummary:
+    kept: int = 0
+    attempts: int = 0
+    successes: int = 0
+    discarded: int = 0
+    lengths: list[int] = dataclasses.field(default_factory=list)
+    files: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        finished = self.attempts - self.discarded
+        return {
+            "kept": self.kept, "attempts": self.attempts, "successes": self.successes,
+            "success_rate": self.successes / finished if finished else 0.0,
+            "mean_length": float(np.mean(self.lengths)) if self.lengths else 0.0,
+            "rerecorded": self.discarded,
+        }
+
+
+@dataclasses.dataclass
+class EpisodeOutcome:
+    episode: dict | None  # None when the operator asked to re-record
+    success: bool
+    length: int
+
+
+def record_episode(env: InterventionWrapper, builder: EpisodeBuilder, seed: int,
+                   realtime_hz: float = 0.0, show=None) -> EpisodeOutcome:
+    """Runs one episode with the device in control; the policy action is 'hold still'."""
+    spec = env.unwrapped.robot_spec
+    hold = np.zeros(spec.action_dim, np.float32)
+    obs, info = env.reset(seed=seed)
+    builder.start(obs)
+    marked: bool | None = None
+    while True:
+        tick = time.monotonic()
+        if show is not None:
+            show(obs)
+        obs, reward, terminated, truncated, info = env.step(hold)
+        buttons = info.get("buttons", frozenset())
+        if RERECORD in buttons:
+            return EpisodeOutcome(None, False, builder.num_transitions)
+        if SUCCESS in buttons or FAILURE in buttons:
+            marked = SUCCESS in buttons
+            reward = float(marked) if not info.get(INFO_SUCCESS) else reward
+            terminated = True
+        builder.add(info["executed_action"], reward, obs, terminated=terminated,
+                    intervention=info.get(INFO_INTERVENTION, False))
+        if terminated or truncated or END_EPISODE in buttons:
+            success = bool(info.get(INFO_SUCCESS)) if marked is None else marked
+            return EpisodeOutcome(builder.finish(success=success), success, builder.num_transitions)
+        if realtime_hz:
+            time.sleep(max(0.0, 1.0 / realtime_hz - (time.monotonic() - tick)))
+
+
+def record(env_name: str, teleop: str, episodes: int, out_dir: str, *, seed: int = 0,
+           keep_failures: bool = False, operator: str = "", image_size: int = 128,
+           max_attempts: int = 0, realtime: bool | None = None, progress: bool = True) -> RecordingSummary:
+    """Records until `episodes` episodes are kept (or `max_attempts` are used up)."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base_env = make_env(env_name, image_size=image_size) if env_name.startswith("sim:") else make_env(env_name)
+    device = make_teleop(teleop, env=base_env, seed=seed) if teleop == "scripted" else make_teleop(teleop)
+    env = InterventionWrapper(base_env, device)
+    spec = base_env.unwrapped.robot_spec
+    episode_spec = EpisodeSpec.from_robot_spec(spec)
+    realtime_hz = spec.control_hz if (realtime if realtime is not None else teleop != "scripted") else 0.0
+    summary = RecordingSummary()
+    max_attempts = max_attempts or 3 * episodes
+    bar = tqdm(total=episodes, desc=f"recording {spec.task}", unit="ep", disable=not progress, file=sys.stderr)
+    try:
+        while summary.kept < episodes and summary.attempts < max_attempts:
+            path = next_episode_path(out, spec.task)
+            builder = EpisodeBuilder(episode_spec, episode_id=f"{spec.task}-{uuid.uuid4().hex[:12]}",
+                                     task=spec.task, instruction=spec.instruction, source="demo",
+                                     robot=spec.robot, operator=operator or teleop, file_path=str(path))
+            outcome = record_episode(env, builder, seed=seed + summary.attempts, realtime_hz=realtime_hz,
+                                     show=getattr(device, "show", None))
+            summary.attempts += 1
+            if outcome.episode is None:
+                summary.discarded += 1
+                continue
+            summary.successes += outcome.success
+            summary.lengths.append(outcome.length)
+            if outcome.success or keep_failures:
+                write_raw_episode(path, outcome.episode, episode_spec)
+                summary.kept += 1
+                summary.files.append(str(path))
+                bar.update(1)
+            stats = summary.as_dict()
+            bar.set_postfix(success=f"{stats['success_rate']:.0%}", mean_len=f"{stats['mean_length']:.0f}")
+    finally:
+        bar.close()
+        env.close()
+    return summary
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="sim:pick_cube", help="environment, e.g. sim:pick_cube, sim:insert_peg")
+    parser.add_argument("--teleop", default="scripted", help="scripted | spacemouse | keyboard | gamepad")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes to keep")
+    parser.add_argument("--out_dir", required=True, help="directory for the raw episode files")
+    parser.add_argument("--seed", type=int, default=0, help="first reset seed (and scripted operator seed)")
+    parser.add_argument("--keep_failures", action="store_true", help="also keep failed episodes (flagged)")
+    parser.add_argument("--operator", default="", help="operator name stored with each episode")
+    parser.add_argument("--image_size", type=int, default=128, help="camera image size (simulator)")
+    parser.add_argument("--max_attempts", type=int, default=0, help="give up after this many (0 = 3x episodes)")
+    parser.add_argument("--realtime", choices=("auto", "on", "off"), default="auto",
+                        help="pace steps at the control rate (auto: on for human devices)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    realtime = {"auto": None, "on": True, "off": False}[args.realtime]
+    summary = RecordingSummary()
+    try:
+        summary = record(args.env, args.teleop, args.episodes, args.out_dir, seed=args.seed,
+                         keep_failures=args.keep_failures, operator=args.operator,
+                         image_size=args.image_size, max_attempts=args.max_attempts,
+                         realtime=realtime, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: finished episodes are saved; the one in progress was discarded", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    stats = summary.as_dict()
+    print(f"kept {stats['kept']} episode(s) in {args.out_dir}: success rate {stats['success_rate']:.0%} "
+          f"over {summary.attempts - summary.discarded} attempt(s), mean length {stats['mean_length']:.1f} steps",
+          file=sys.stderr)
+    print(json.dumps({**stats, "out_dir": args.out_dir}))
+    return 0 if summary.kept == args.episodes else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
