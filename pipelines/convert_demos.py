@@ -63,7 +63,10 @@ def convert(inputs: Sequence[str], output_dir: str, dataset: str, *, version: st
     files = discover_inputs(inputs)
     if not files:
         raise ConversionError(f"no input files (*.npz, *.pkl) found in {list(inputs)}")
-    spec = infer_spec(files, pickle_config)
+    try:
+        spec = infer_spec(files, pickle_config)
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
     final_dir = Path(output_dir).absolute() / dataset / version
     work_dir = final_dir.parent / f".incomplete-{version}"
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -75,8 +78,14 @@ def convert(inputs: Sequence[str], output_dir: str, dataset: str, *, version: st
     options = PipelineOptions(list(pipeline_args))
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     log(f"Converting {len(files)} file(s) into {final_dir} on {runner} ({num_buckets} shard bucket(s))...")
-    with beam.Pipeline(options=options) as pipeline:
-        _ = pipeline | "Inputs" >> beam.Create(files) | "ToRlds" >> rlds_writer.ConvertToRlds(config)
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | "Inputs" >> beam.Create(files) | "ToRlds" >> rlds_writer.ConvertToRlds(config)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        if getattr(result, "client", None) is not None:  # the Dask runner's client
+            result.client.close()
     dead = _read_dead_letters(work_dir)
     episodes = _finalize(work_dir, config, dead)
     report = {"inputs": files, "runner": runner, "spec": json.loads(spec.to_json()),

@@ -82,5 +82,5 @@ def infer_spec(paths: Sequence[str], pickle_config: hilserl_pickle.PickleImportC
             transitions = hilserl_pickle.load_transitions(path)
             return hilserl_pickle.spec_of(transitions[0], pickle_config)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            problems.append(f"{path}: {e}")
+            problems.append(str(e) if str(path) in str(e) else f"{path}: {e}")
     raise ValueError("no readable input to take the dataset spec from:\n  " + "\n  ".join(problems))

@@ -1,0 +1,197 @@
+"""The Beam conversion job on real files: round trip, dead letters, determinism, Dask, CLI."""
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SMALL_SPEC, make_episode
+from vlarft.datasets import statistics
+from vlarft.datasets.reader import dataset_spec, iterate_episodes
+from vlarft.datasets.hilserl_pickle import PickleImportConfig
+from vlarft.datasets.raw_episodes import write_raw_episode
+from vlarft.datasets.schema import EpisodeSpec, flatten
+from vlarft.pipelines.convert_demos import ConversionError, convert
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = lambda msg: None
+
+
+def write_demo_dir(directory: Path, count: int = 6) -> dict:
+    directory.mkdir(parents=True, exist_ok=True)
+    episodes = {}
+    for i in range(count):
+        ep = make_episode(episode_id=f"ep{i:02d}", length=3 + i, terminal=i % 2 == 0, seed=i)
+        write_raw_episode(directory / f"ep{i:02d}.npz", ep, SMALL_SPEC)
+        episodes[f"ep{i:02d}"] = ep
+    return episodes
+
+
+def read_all(dataset_dir) -> dict:
+    out = {}
+    for split in ("train", "validation"):
+        try:
+            for ep in iterate_episodes(dataset_dir, split):
+                out[ep["episode_metadata"]["episode_id"]] = (split, ep)
+        except (KeyError, ValueError):
+            pass
+    return out
+
+
+def assert_same_episode(want, got):
+    w, g = flatten(want["steps"]), flatten(got["steps"])
+    assert set(w) == set(g)
+    for key in w:
+        if key.startswith("observation/image_"):
+            diff = np.abs(w[key].astype(int) - g[key].astype(int))
+            assert w[key].shape == g[key].shape and diff.mean() < 3 and diff.max() < 40, key  # JPEG tolerance
+        elif key == "language_instruction":
+            assert list(w[key]) == list(g[key])
+        else:
+            assert np.array_equal(w[key], g[key]), key
+    for name in ("episode_id", "task", "instruction", "source", "success", "robot", "operator", "recorded_at"):
+        assert want["episode_metadata"][name] == got["episode_metadata"][name], name
+
+
+def test_round_trip_splits_stats_and_rerun(tmp_path):
+    episodes = write_demo_dir(tmp_path / "raw", count=6)
+    result = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "unit_demos", log=QUIET)
+    assert result.episodes == {"train": 5, "validation": 1} and result.dead_letters == []
+    assert dataset_spec(result.dataset_dir) == SMALL_SPEC
+    back = read_all(result.dataset_dir)
+    assert set(back) == set(episodes)
+    for eid, (split, ep) in back.items():
+        assert_same_episode(episodes[eid], ep)
+        assert ep["episode_metadata"]["file_path"] == str((tmp_path / "raw" / f"{eid}.npz").absolute())
+    stats = statistics.load_statistics(result.dataset_dir)
+    train = [episodes[e] for e, (split, _) in sorted(back.items()) if split == "train"]
+    want = statistics.compute_statistics((e["steps"]["action"], e["steps"]["observation"]["state"]) for e in train)
+    assert stats["action"]["mean"] == pytest.approx(want["action"]["mean"])
+    assert stats["num_transitions"] == sum(len(e["steps"]["action"]) - 1 for e in train)
+    assert stats["episodes_per_split"] == {"train": 5, "validation": 1}
+    shards = sorted(p.name for p in Path(result.dataset_dir).glob("*.tfrecord*"))
+    before = {name: (Path(result.dataset_dir) / name).read_bytes() for name in shards}
+    again = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "unit_demos", log=QUIET)
+    assert again.dataset_dir == result.dataset_dir
+    after = {p.name: p.read_bytes() for p in Path(again.dataset_dir).glob("*.tfrecord*")}
+    assert after == before  # byte-identical on the same inputs
+    assert [p.name for p in (tmp_path / "data" / "unit_demos").iterdir()] == ["1.0.0"]
+
+
+def test_bad_inputs_are_dead_lettered_and_good_ones_survive(tmp_path):
+    episodes = write_demo_dir(tmp_path / "raw", count=4)
+    good = (tmp_path / "raw" / "ep00.npz").read_bytes()
+    (tmp_path / "raw" / "zz_truncated.npz").write_bytes(good[: len(good) // 3])
+    wrong_dim = EpisodeSpec(cameras=SMALL_SPEC.cameras, action_dim=6)
+    write_raw_episode(tmp_path / "raw" / "zz_sixdof.npz", make_episode("six", spec=wrong_dim), wrong_dim)
+    dup = make_episode("ep01", seed=99)
+    write_raw_episode(tmp_path / "raw" / "zz_duplicate.npz", dup, SMALL_SPEC)
+    (tmp_path / "raw" / "zz_garbage.pkl").write_bytes(b"\x80\x04not a pickle")
+    result = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "with_bad", log=QUIET)
+    by_file = {Path(d["file"]).name: d for d in result.dead_letters}
+    assert set(by_file) == {"zz_truncated.npz", "zz_sixdof.npz", "zz_duplicate.npz", "zz_garbage.pkl"}
+    assert "truncated" in by_file["zz_truncated.npz"]["reason"]
+    assert "'action'" in by_file["zz_sixdof.npz"]["reason"] and by_file["zz_sixdof.npz"]["episode_id"] == "six"
+    assert "duplicate" in by_file["zz_duplicate.npz"]["reason"]
+    assert "zz_garbage.pkl" in by_file["zz_garbage.pkl"]["reason"]
+    back = read_all(result.dataset_dir)
+    assert set(back) == set(episodes)
+    assert_same_episode(episodes["ep01"], back["ep01"][1])  # the first file keeps its id
+    lines = (Path(result.dataset_dir) / "dead_letters.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["reason"] for line in lines)
+
+
+def test_failed_conversion_keeps_the_old_dataset(tmp_path):
+    write_demo_dir(tmp_path / "raw", count=2)
+    first = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "keep", log=QUIET)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.npz").write_bytes(b"junk")
+    with pytest.raises(ConversionError):
+        convert([str(tmp_path / "junk")], str(tmp_path / "data"), "keep", log=QUIET)
+    assert len(read_all(first.dataset_dir)) == 2
+
+
+def hilserl_episode(rng, rewards, last_done=True, intervene_at=None, human=None):
+    """Transitions in the HIL-SERL layout (2-frame stacked observations), next_obs[t] == obs[t+1]."""
+    def obs():
+        return {"side_policy": np.full((2, 16, 16, 3), rng.integers(0, 255), np.uint8),
+                "wrist_1": np.full((2, 16, 16, 3), rng.integers(0, 255), np.uint8),
+                "classifier": np.zeros((2, 8, 8, 3), np.uint8),
+                "state": rng.normal(size=(2, 19)).astype(np.float32)}
+    frames = [obs() for _ in range(len(rewards) + 1)]
+    out = []
+    for t, reward in enumerate(rewards):
+        done = last_done and t == len(rewards) - 1
+        out.append({"observations": frames[t], "actions": rng.uniform(-1, 1, 7).astype(np.float32),
+                    "next_observations": frames[t + 1], "rewards": reward, "masks": 1.0 - done, "dones": done,
+                    "infos": {"intervene_action": human} if t == intervene_at else {}})
+    return out
+
+
+def test_hilserl_pickle_import(tmp_path):
+    rng = np.random.default_rng(0)
+    human = np.full(7, 0.25, np.float32)
+    success = hilserl_episode(rng, [-0.05, -0.05, -0.05, 10.0])
+    timeout = hilserl_episode(rng, [-0.05, -0.05], intervene_at=0, human=human)
+    trailing = hilserl_episode(rng, [-0.05], last_done=False)
+    (tmp_path / "pkl").mkdir()
+    with open(tmp_path / "pkl" / "banana_demos.pkl", "wb") as f:
+        pickle.dump(success + timeout + trailing, f)
+    config = PickleImportConfig(task="pick_banana", instruction="pick up the banana",
+                                camera_names={"side_policy": "front", "wrist_1": "wrist"},
+                                ignore_keys=("classifier",))
+    result = convert([str(tmp_path / "pkl")], str(tmp_path / "data"), "banana", pickle_config=config,
+                     validation_fraction=0.0, log=QUIET)
+    assert result.episodes == {"train": 3} and result.dead_letters == []
+    assert result.spec == EpisodeSpec(cameras={"front": (16, 16), "wrist": (16, 16)})
+    eps = {e: ep for e, (_, ep) in read_all(result.dataset_dir).items()}
+    ok, late, tail = eps["banana_demos-0000"], eps["banana_demos-0001"], eps["banana_demos-0002"]
+    assert len(ok["steps"]["action"]) == 5 and ok["steps"]["is_terminal"][-1]
+    assert ok["steps"]["reward"].tolist() == [0, 0, 0, 1, 0] and ok["episode_metadata"]["success"]
+    assert np.array_equal(ok["steps"]["action"][:4], np.stack([t["actions"] for t in success]))
+    assert np.array_equal(ok["steps"]["observation"]["state"][-1], success[-1]["next_observations"]["state"][-1])
+    assert np.array_equal(ok["steps"]["observation"]["state"][0], success[0]["observations"]["state"][-1])
+    front = ok["steps"]["observation"]["image_front"][1].astype(int)
+    assert np.abs(front - success[1]["observations"]["side_policy"][-1]).max() <= 2
+    # A HIL-SERL time-out is `dones` too; here it is a time-limit end, not a terminal.
+    assert not late["steps"]["is_terminal"].any() and not late["episode_metadata"]["success"]
+    assert np.array_equal(late["steps"]["action"][0], human) and late["steps"]["intervention"][0]
+    assert len(tail["steps"]["action"]) == 2 and not tail["steps"]["is_terminal"].any()
+    assert tail["episode_metadata"]["task"] == "pick_banana"
+    assert tail["steps"]["language_instruction"][0] == "pick up the banana"
+
+
+@pytest.mark.timeout(300)
+def test_dask_runner_matches_direct_runner(tmp_path):
+    from dask.distributed import LocalCluster
+
+    write_demo_dir(tmp_path / "raw", count=5)
+    direct = convert([str(tmp_path / "raw")], str(tmp_path / "direct"), "same", num_shards=2, log=QUIET)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        dask = convert([str(tmp_path / "raw")], str(tmp_path / "dask"), "same", num_shards=2, log=QUIET,
+                       pipeline_args=["--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
+                                      f"--dask_client_address={cluster.scheduler_address}"])
+    assert "DaskRunner" in dask.runner and dask.episodes == direct.episodes
+    files = sorted(p.name for p in Path(direct.dataset_dir).glob("*.tfrecord*"))
+    assert files == sorted(p.name for p in Path(dask.dataset_dir).glob("*.tfrecord*"))
+    for name in files:
+        assert (Path(direct.dataset_dir) / name).read_bytes() == (Path(dask.dataset_dir) / name).read_bytes()
+
+
+def test_cli_last_line_is_the_dataset_dir(tmp_path):
+    write_demo_dir(tmp_path / "raw", count=3)
+    (tmp_path / "raw" / "bad.npz").write_bytes(b"nope")
+    proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "convert_demos.py"),
+                           f"--input={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'data'}", "--dataset=cli_demo"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == str(tmp_path / "data" / "cli_demo" / "1.0.0")
+    assert "dead letter" in proc.stderr and "bad.npz" in proc.stderr
+    import tensorflow_datasets as tfds
+    assert tfds.builder_from_directory(last).info.splits["train"].num_examples == 2
