@@ -28,7 +28,7 @@ import numpy as np
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
 from vlarft.datasets.schema import EpisodeSpec
-from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_SUCCESS
+from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_SUCCESS, state_slice
 from vlarft.robot_io.factory import make_env
 from vlarft.robot_io.intervention import InterventionWrapper
 from vlarft.robot_io.teleop import make_teleop
@@ -63,10 +63,12 @@ class EpisodeOutcome:
 
 def record_episode(env: InterventionWrapper, builder: EpisodeBuilder, seed: int,
                    realtime_hz: float = 0.0, show=None) -> EpisodeOutcome:
-    """Runs one episode with the device in control; the policy action is 'hold still'."""
+    """Runs one episode with the device in control; the policy action is 'hold still' (no
+    motion, gripper kept where it is), so releasing the device freezes the robot."""
     spec = env.unwrapped.robot_spec
-    hold = np.zeros(spec.action_dim, np.float32)
     obs, info = env.reset(seed=seed)
+    hold = np.zeros(spec.action_dim, np.float32)
+    hold[-1] = 1.0 - 2.0 * float(obs["state"][state_slice("gripper")][0])  # opening 1 -> -1 (open)
     builder.start(obs)
     marked: bool | None = None
     while True:
@@ -81,6 +83,7 @@ def record_episode(env: InterventionWrapper, builder: EpisodeBuilder, seed: int,
             marked = SUCCESS in buttons
             reward = float(marked) if not info.get(INFO_SUCCESS) else reward
             terminated = True
+        hold[-1] = info["executed_action"][-1]
         builder.add(info["executed_action"], reward, obs, terminated=terminated,
                     intervention=info.get(INFO_INTERVENTION, False))
         if terminated or truncated or END_EPISODE in buttons:

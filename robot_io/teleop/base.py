@@ -42,6 +42,11 @@ class TeleopDevice(Protocol):
     def close(self) -> None:
         """Release the device."""
 
+    # Optional, called only when a device has them:
+    #   sync_gripper(value: float) -> None  the gripper command the policy just sent, so taking
+    #                                        over never snaps the gripper to a stale value;
+    #   show(observation: dict) -> None      a live view of the cameras for the operator.
+
 
 def idle_command(action_dim: int = 7) -> TeleopCommand:
     """A command that says 'the human is not touching the device'."""
