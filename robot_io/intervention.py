@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_INTERVENTION_ACTION
-from vlarft.robot_io.teleop import GRIPPER_OPEN
+from vlarft.robot_io.teleop.common import GRIPPER_OPEN
 from vlarft.robot_io.teleop.base import PAUSE, TeleopDevice
 
 

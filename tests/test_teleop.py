@@ -21,12 +21,8 @@ from vlarft.robot_io.contract import (  # noqa: E402
     STATE_DIM,
 )
 from vlarft.robot_io.intervention import InterventionWrapper  # noqa: E402
-from vlarft.robot_io.teleop import (  # noqa: E402
-    DEVICES,
-    DeviceNotAvailableError,
-    apply_dead_zone,
-    make_teleop,
-)
+from vlarft.robot_io.teleop import DEVICES, DeviceNotAvailableError, make_teleop  # noqa: E402
+from vlarft.robot_io.teleop.common import apply_dead_zone  # noqa: E402
 from vlarft.robot_io.teleop import gamepad, keyboard, spacemouse  # noqa: E402
 from vlarft.robot_io.teleop.base import (  # noqa: E402
     END_EPISODE,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vlarft.robot_io.teleop import (
+from vlarft.robot_io.teleop.common import (
     GRIPPER_CLOSED,
     GRIPPER_OPEN,
     MOTION_DIM,

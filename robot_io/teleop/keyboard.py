@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vlarft.robot_io.contract import ACTION_NAMES
-from vlarft.robot_io.teleop import (
+from vlarft.robot_io.teleop.common import (
     GRIPPER_OPEN,
     MOTION_DIM,
     config_with,

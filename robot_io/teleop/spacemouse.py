@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlarft.robot_io.teleop import (
+from vlarft.robot_io.teleop.common import (
     GRIPPER_CLOSED,
     GRIPPER_OPEN,
     DeviceNotAvailableError,
