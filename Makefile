@@ -6,8 +6,8 @@ setup:
 
 # The main job on the embedded default: simulated robot, scripted operator, DirectRunner.
 sim: setup
-	MUJOCO_GL=egl .venv/bin/python tools/run_sim_pipeline.py --workdir=runs/sim
+	MUJOCO_GL=egl TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python tools/run_sim_pipeline.py --workdir=runs/sim
 
 # The test suite (pytest's own runner, so the checkout root is not put on sys.path).
 test: setup
-	MUJOCO_GL=egl .venv/bin/pytest -q
+	MUJOCO_GL=egl TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/pytest -q

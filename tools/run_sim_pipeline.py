@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,7 +58,8 @@ def print_table(rows: list[dict], console: Console) -> None:
     for r in rows:
         table.add_row(r["task"], str(r["demos"]), f"{r['operator_success_rate']:.0%}",
                       f"{r['mean_demo_length']:.1f}",
-                      f"{r['episodes'].get('train', 0)}/{r['episodes'].get('validation', 0)}", r["dataset_dir"])
+                      f"{r['episodes'].get('train', 0)}/{r['episodes'].get('validation', 0)}",
+                      os.path.relpath(r["dataset_dir"]))
     console.print(table)
 
 
