@@ -62,7 +62,7 @@ class EpisodeOutcome:
 
 
 def record_episode(env: InterventionWrapper, builder: EpisodeBuilder, seed: int,
-                   realtime_hz: float = 0.0, show=None) -> EpisodeOutcome:
+                   realtime_hz: float = 0.0) -> EpisodeOutcome:
     """Runs one episode with the device in control; the policy action is 'hold still' (no
     motion, gripper kept where it is), so releasing the device freezes the robot."""
     spec = env.unwrapped.robot_spec
@@ -73,8 +73,6 @@ def record_episode(env: InterventionWrapper, builder: EpisodeBuilder, seed: int,
     marked: bool | None = None
     while True:
         tick = time.monotonic()
-        if show is not None:
-            show(obs)
         obs, reward, terminated, truncated, info = env.step(hold)
         buttons = info.get("buttons", frozenset())
         if RERECORD in buttons:
@@ -116,8 +114,7 @@ def record(env_name: str, teleop: str, episodes: int, out_dir: str, *, seed: int
             builder = EpisodeBuilder(episode_spec, episode_id=f"{spec.task}-{uuid.uuid4().hex[:12]}",
                                      task=spec.task, instruction=spec.instruction, source="demo",
                                      robot=spec.robot, operator=operator or teleop, file_path=str(path))
-            outcome = record_episode(env, builder, seed=seed + summary.attempts, realtime_hz=realtime_hz,
-                                     show=getattr(device, "show", None))
+            outcome = record_episode(env, builder, seed=seed + summary.attempts, realtime_hz=realtime_hz)
             summary.attempts += 1
             if outcome.episode is None:
                 summary.discarded += 1
