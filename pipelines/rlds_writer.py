@@ -22,14 +22,16 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import apache_beam as beam
 
 from vlarft.datasets import statistics
-from vlarft.datasets.hilserl_pickle import PickleImportConfig
-from vlarft.datasets.schema import EpisodeSpec, num_steps, tfds_features
-from vlarft.pipelines.sources import DeadLetter, read_episodes
+from vlarft.datasets.schema import Episode, EpisodeSpec, num_steps, tfds_features
+from vlarft.pipelines.sources import DeadLetter
+
+# input path -> its validated episodes, or dead letters (must be picklable for distributed runners)
+EpisodeReader = Callable[[str], Iterator["Episode | DeadLetter"]]
 
 SPLITS = ("train", "validation")
 PLAN_FILE = "plan.json"
@@ -47,7 +49,8 @@ class WriteConfig:
       num_buckets: shard buckets per split (empty ones are dropped at finalisation).
       validation_fraction: share of episodes held out as the `validation` split (at least one
         when there are two or more episodes and the fraction is > 0).
-      pickle_config: how HIL-SERL pickles map onto the schema.
+      fixed_splits: episode id -> split, taking precedence over the validation choice (used to
+        keep a derived dataset's splits identical to its source's).
     """
 
     dataset: str
@@ -55,7 +58,7 @@ class WriteConfig:
     spec: EpisodeSpec
     num_buckets: int = 1
     validation_fraction: float = 0.1
-    pickle_config: PickleImportConfig = PickleImportConfig()
+    fixed_splits: dict | None = None
 
 
 def stable_hash(text: str) -> int:
@@ -70,15 +73,16 @@ def shard_name(dataset: str, split: str, index: int, total: int) -> str:
 class ReadAndSerialize(beam.DoFn):
     """file -> ("episode", bucket, id, file, bytes, summary) | ("dead", DeadLetter)."""
 
-    def __init__(self, config: WriteConfig):
+    def __init__(self, config: WriteConfig, reader: EpisodeReader):
         self.config = config
+        self.reader = reader
         self.features = None
 
     def setup(self):
         self.features = tfds_features(self.config.spec)
 
     def process(self, path: str) -> Iterator[tuple]:
-        for item in read_episodes(path, self.config.spec, self.config.pickle_config):
+        for item in self.reader(path):
             if isinstance(item, DeadLetter):
                 yield ("dead", item)
                 continue
@@ -120,8 +124,9 @@ class Plan(beam.DoFn):
             if first is not s:
                 dead.append(DeadLetter(file=s["file"], episode_id=s["episode_id"],
                                        reason=f"duplicate episode_id, already taken from {first['file']}"))
-        validation = choose_validation(list(accepted), self.config.validation_fraction)
-        split_of = {eid: ("validation" if eid in validation else "train") for eid in accepted}
+        fixed = self.config.fixed_splits or {}
+        validation = choose_validation([e for e in accepted if e not in fixed], self.config.validation_fraction)
+        split_of = {eid: fixed.get(eid, "validation" if eid in validation else "train") for eid in accepted}
         self._write_side_files(accepted, split_of, dead)
         for bucket in range(self.config.num_buckets):
             yield bucket, ("plan", {(eid, s["file"]): split_of[eid] for eid, s in accepted.items()
@@ -194,12 +199,13 @@ def _route(element: tuple) -> Iterable[tuple]:
 class ConvertToRlds(beam.PTransform):
     """PCollection of input file paths -> shard files, plan, statistics, dead letters."""
 
-    def __init__(self, config: WriteConfig):
+    def __init__(self, config: WriteConfig, reader: EpisodeReader):
         super().__init__()
         self.config = config
+        self.reader = reader
 
     def expand(self, files):
-        parsed = files | "ReadValidateSerialize" >> beam.ParDo(ReadAndSerialize(self.config))
+        parsed = files | "ReadValidateSerialize" >> beam.ParDo(ReadAndSerialize(self.config, self.reader))
         routed = parsed | "Route" >> beam.FlatMap(_route)
         to_plan = routed | "ToPlan" >> beam.Filter(lambda kv: kv[0] == "plan") | "StripP" >> beam.Map(lambda kv: kv[1])
         data = routed | "ToData" >> beam.Filter(lambda kv: kv[0] == "data") | "StripD" >> beam.Map(lambda kv: kv[1])

@@ -1,0 +1,118 @@
+"""Driver of an RLDS-writing Beam job: run the pipeline, number shards, write TFDS metadata, and
+swap the finished dataset into place (used by the demo conversion and the embedding job).
+
+The dataset is assembled in a hidden `<name>/.incomplete-<version>` folder and moved to
+`<name>/<version>` only when complete, so a failed run never damages a good dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+from vlarft.datasets import statistics
+from vlarft.datasets.schema import EpisodeSpec, tfds_features
+from vlarft.pipelines import rlds_writer
+
+
+class ConversionError(RuntimeError):
+    """The job produced no dataset (nothing readable, or the pipeline failed)."""
+
+
+@dataclasses.dataclass
+class JobResult:
+    dataset_dir: str
+    spec: EpisodeSpec
+    episodes: dict[str, int]  # split -> episodes
+    dead_letters: list[dict]
+    runner: str
+    wall_s: float
+
+
+def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec: EpisodeSpec,
+                 output_dir: str, dataset: str, *, version: str = "1.0.0", validation_fraction: float = 0.1,
+                 num_buckets: int = 1, fixed_splits: dict | None = None, pipeline_args: Sequence[str] = (),
+                 log=print, verb: str = "Writing", report: dict | None = None) -> JobResult:
+    """Runs `reader` over `inputs` on the Beam runner chosen by `pipeline_args` and writes the
+    dataset `output_dir/dataset/version`; `report` entries are added to its conversion.json."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    start = time.time()
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", dataset):
+        raise ValueError(f"--dataset={dataset!r}: use snake_case (lowercase letters, digits, _)")
+    final_dir = Path(output_dir).absolute() / dataset / version
+    work_dir = final_dir.parent / f".incomplete-{version}"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    config = rlds_writer.WriteConfig(dataset=dataset, work_dir=str(work_dir), spec=spec, num_buckets=num_buckets,
+                                     validation_fraction=validation_fraction, fixed_splits=fixed_splits)
+    options = PipelineOptions(list(pipeline_args))
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    log(f"{verb} {len(inputs)} input(s) into {final_dir} on {runner} ({num_buckets} shard bucket(s))...")
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | "Inputs" >> beam.Create(list(inputs)) | "ToRlds" >> rlds_writer.ConvertToRlds(config, reader)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        if getattr(result, "client", None) is not None:  # the Dask runner's client
+            result.client.close()
+    dead = _read_dead_letters(work_dir)
+    episodes = _finalize(work_dir, config, dead)
+    statistics.write_json_atomic(work_dir / "conversion.json", {
+        "inputs": list(inputs), "runner": runner, "spec": json.loads(spec.to_json()), "episodes": episodes,
+        "dead_letters": len(dead), "version": version, **(report or {})})
+    _swap_into_place(work_dir, final_dir)
+    return JobResult(dataset_dir=str(final_dir), spec=spec, episodes=episodes, dead_letters=dead,
+                     runner=runner, wall_s=time.time() - start)
+
+
+def _read_dead_letters(work_dir: Path) -> list[dict]:
+    path = work_dir / rlds_writer.DEAD_LETTER_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _finalize(work_dir: Path, config: rlds_writer.WriteConfig, dead: list[dict]) -> dict[str, int]:
+    """Numbers the written shards contiguously and writes the TFDS metadata."""
+    import tensorflow_datasets as tfds
+
+    plan = json.loads((work_dir / rlds_writer.PLAN_FILE).read_text())
+    split_infos, episodes = [], {}
+    for split in rlds_writer.SPLITS:
+        buckets = [(b, n) for b, n in enumerate(plan["bucket_lengths"][split]) if n]
+        for index, (bucket, _) in enumerate(buckets):
+            written = work_dir / rlds_writer.shard_name(config.dataset, split, bucket, config.num_buckets)
+            if not written.exists():
+                raise ConversionError(f"the pipeline did not write {written}")
+            written.rename(work_dir / rlds_writer.shard_name(config.dataset, split, index, len(buckets)))
+        if buckets:
+            files = [work_dir / rlds_writer.shard_name(config.dataset, split, i, len(buckets))
+                     for i in range(len(buckets))]
+            split_infos.append(tfds.core.SplitInfo(
+                name=split, shard_lengths=[n for _, n in buckets],
+                num_bytes=sum(f.stat().st_size for f in files)))
+            episodes[split] = sum(n for _, n in buckets)
+    if not split_infos:
+        reasons = "\n  ".join(f"{d['file']}: {d['reason']}" for d in dead[:20])
+        raise ConversionError(f"no episode could be converted; dead letters in {work_dir}:\n  {reasons}")
+    tfds.folder_dataset.write_metadata(
+        data_dir=str(work_dir), features=tfds_features(config.spec), split_infos=split_infos,
+        filename_template=None, check_data=False,
+        description="Teleoperated robot episodes in RLDS format (vlarft schema).")
+    return episodes
+
+
+def _swap_into_place(work_dir: Path, final_dir: Path) -> None:
+    """Replaces `final_dir` by `work_dir`; the old dataset stays on disk until the new one is in."""
+    old = final_dir.with_name(f".replaced-{final_dir.name}-{os.getpid()}")
+    if final_dir.exists():
+        final_dir.rename(old)
+    work_dir.rename(final_dir)
+    shutil.rmtree(old, ignore_errors=True)
