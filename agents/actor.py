@@ -1,0 +1,57 @@
+"""The acting policy: env observation -> backbone embedding -> consistency head -> action.
+
+It keeps the W-frame history of the running episode, tokenizes the instruction once, and runs
+one jitted function per step. `deterministic=True` (evaluation) uses the head's fixed noise, so
+the same observations always give the same actions; `steps` > 1 uses the k-step sampler.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlarft.agents.config import AgentConfig
+from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
+from vlarft.agents.observation import FrameHistory, StateNormalizer
+
+
+class ConRFTPolicy:
+    """Acts in any environment of the robot contract."""
+
+    def __init__(self, config: AgentConfig, backbone_params, head_params, *, cameras: tuple[str, ...],
+                 state_dim: int, action_dim: int, normalizer: StateNormalizer, instruction: str,
+                 deterministic: bool = True, steps: int = 1, seed: int = 0):
+        self.config, self.cameras, self.normalizer = config, tuple(cameras), normalizer
+        self.backbone_params, self.head_params = backbone_params, head_params
+        self.history = FrameHistory(config.backbone.window)
+        self.text_ids, self.text_mask = tokenize([instruction], config.backbone.max_text_tokens,
+                                                 config.backbone.vocab_size)
+        self.rng = jax.random.PRNGKey(seed)
+        backbone = VLABackbone(config.backbone, self.cameras, state_dim)
+        head = ConsistencyHead(config.head, action_dim)
+
+        def act(backbone_params, head_params, images, states, mask, text_ids, text_mask, rng):
+            embedding = backbone.apply({"params": backbone_params}, images, states, text_ids, text_mask, mask)
+            return sample_actions(head.apply, head_params, embedding, states[:, -1], rng, config.head, action_dim,
+                                  steps=steps, deterministic=deterministic)[0]
+
+        self._act = jax.jit(act)
+
+    def set_params(self, backbone_params=None, head_params=None) -> None:
+        """Swap in new parameters (takes effect at the next step)."""
+        self.backbone_params = self.backbone_params if backbone_params is None else backbone_params
+        self.head_params = self.head_params if head_params is None else head_params
+
+    def reset(self) -> None:
+        self.history.reset()
+
+    def act(self, observation: dict) -> np.ndarray:
+        frame = {f"image_{cam}": observation[f"image_{cam}"] for cam in self.cameras}
+        frame["state"] = self.normalizer(np.asarray(observation["state"], np.float32)).astype(np.float32)
+        window, mask = self.history.push(frame)
+        images = {cam: jnp.asarray(window[f"image_{cam}"]) for cam in self.cameras}
+        self.rng, key = jax.random.split(self.rng)
+        action = self._act(self.backbone_params, self.head_params, images, jnp.asarray(window["state"]),
+                           jnp.asarray(mask), self.text_ids, self.text_mask, key)
+        return np.asarray(action, np.float32)

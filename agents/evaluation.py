@@ -1,0 +1,101 @@
+"""Evaluation episodes: success rate, episode lengths, and an MP4 a person can watch."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+
+class Policy(Protocol):
+    def reset(self) -> None: ...
+
+    def act(self, observation: dict) -> np.ndarray: ...
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """Figures of a batch of evaluation episodes.
+
+    `mean_episode_length` counts every episode (a failure counts its full length);
+    `mean_success_length` only the successful ones (the paper's protocol), NaN if none.
+    """
+
+    episodes: int
+    successes: int
+    lengths: list[int]
+    success_flags: list[bool]
+    video_path: str = ""
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    @property
+    def mean_episode_length(self) -> float:
+        return float(np.mean(self.lengths)) if self.lengths else 0.0
+
+    @property
+    def mean_success_length(self) -> float:
+        good = [n for n, ok in zip(self.lengths, self.success_flags) if ok]
+        return float(np.mean(good)) if good else float("nan")
+
+    def as_dict(self) -> dict:
+        return {"success_rate": self.success_rate, "mean_episode_length": self.mean_episode_length,
+                "mean_success_length": self.mean_success_length, "episodes": self.episodes}
+
+
+def camera_mosaic(observation: dict) -> np.ndarray:
+    """All camera images of an observation side by side (for videos)."""
+    images = [observation[k] for k in sorted(observation) if k.startswith("image_")]
+    height = max(img.shape[0] for img in images)
+    return np.concatenate([np.pad(img, ((0, height - img.shape[0]), (0, 0), (0, 0))) for img in images], axis=1)
+
+
+def write_video(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -> str:
+    """Writes RGB frames as an H.264 MP4 (imageio-ffmpeg ships its own ffmpeg)."""
+    import warnings
+
+    import imageio.v2 as imageio
+
+    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)  # ffmpeg subprocess
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
+        for frame in frames:
+            writer.append_data(np.asarray(frame, np.uint8))
+    return path
+
+
+def evaluate(policy: Policy, make_env: Callable[[], object], episodes: int, *, seed: int = 10_000,
+             video_path: str = "", progress: Callable[[int], None] | None = None) -> EvalResult:
+    """Runs `episodes` episodes with the policy alone; records the first one when `video_path`."""
+    env = make_env()
+    lengths, flags, frames = [], [], []
+    try:
+        for index in range(episodes):
+            policy.reset()
+            observation, info = env.reset(seed=seed + index)
+            record = bool(video_path) and index == 0
+            if record:
+                frames.append(camera_mosaic(observation))
+            steps, success = 0, False
+            while True:
+                observation, _, terminated, truncated, info = env.step(policy.act(observation))
+                steps += 1
+                if record:
+                    frames.append(camera_mosaic(observation))
+                if terminated or truncated:
+                    success = bool(info.get("success", False))
+                    break
+            lengths.append(steps)
+            flags.append(success)
+            if progress:
+                progress(index + 1)
+    finally:
+        env.close()
+    result = EvalResult(episodes=episodes, successes=sum(flags), lengths=lengths, success_flags=flags)
+    if video_path and frames:
+        result.video_path = write_video(frames, video_path)
+    return result

@@ -1,0 +1,133 @@
+"""The ConRFT learner: consistency head (actor) + critic ensemble with a target network.
+
+One learner step = `critic_actor_ratio` updates on fresh batches: critic-only updates first, then
+one joint critic + actor update (the reference's cta_ratio = 2). Both update kinds are jitted
+once. Losses come from `agents/losses.py` (Cal-QL critic when `cql_alpha > 0`, TD otherwise;
+actor = beta BC + eta (-Q)). The actor reads cached backbone embeddings + proprio, so a learner
+step never runs the backbone.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterator, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vlarft.agents import losses
+from vlarft.agents.config import AgentConfig, LossConfig
+from vlarft.agents.networks import ConsistencyHead, Critic, random_crop_observation, sample_actions
+
+
+@flax.struct.dataclass
+class LearnerState:
+    """Everything an exact resume needs."""
+
+    step: jax.Array  # learner steps done
+    head_params: Any
+    critic_params: Any
+    target_critic_params: Any
+    head_opt: Any
+    critic_opt: Any
+    rng: jax.Array
+
+
+def loss_batch(item: Mapping, state_mean, state_std) -> dict:
+    """A replay batch (`datasets/replay` item layout) -> the layout `agents/losses.py` reads,
+    with proprio z-scored by the dataset statistics."""
+
+    def observation(obs):
+        out = dict(obs)
+        out["state"] = (obs["state"] - state_mean) / state_std
+        return out
+
+    return {
+        "observations": observation(item["observation"]),
+        "next_observations": observation(item["next_observation"]),
+        "actions": item["action"],
+        "rewards": item["reward"],
+        "discounts": item["discount"],
+        "mc_returns": item["mc_return"],
+    }
+
+
+class Learner:
+    """Builds, initialises and updates a `LearnerState` for one stage's loss weights."""
+
+    def __init__(self, config: AgentConfig, loss: LossConfig, action_dim: int, cameras: tuple[str, ...],
+                 state_mean: np.ndarray, state_std: np.ndarray):
+        self.config, self.loss, self.action_dim = config, loss, action_dim
+        self.head = ConsistencyHead(config.head, action_dim)
+        self.critic = Critic(config.critic, tuple(cameras))
+        self.head_tx = optax.adam(config.train.learning_rate)
+        self.critic_tx = optax.adam(config.train.learning_rate)
+        self.state_mean = jnp.asarray(state_mean, jnp.float32)
+        self.state_std = jnp.asarray(np.where(np.asarray(state_std) > 1e-6, state_std, 1.0), jnp.float32)
+        self._critic_update = jax.jit(functools.partial(self._update, update_actor=False))
+        self._joint_update = jax.jit(functools.partial(self._update, update_actor=True))
+        self._eval_actions = jax.jit(lambda params, embedding, state: sample_actions(
+            self.head.apply, params, embedding, state, None, config.head, action_dim, deterministic=True))
+
+    def init(self, rng: jax.Array, item: Mapping) -> LearnerState:
+        """Fresh parameters shaped after one replay batch."""
+        batch = loss_batch(item, self.state_mean, self.state_std)
+        k_head, k_critic, rng = jax.random.split(rng, 3)
+        obs = batch["observations"]
+        head_params = self.head.init(k_head, batch["actions"], self.config.head.sigma_max, obs["embedding"],
+                                     obs["state"])["params"]
+        critic_params = self.critic.init(k_critic, obs, batch["actions"])["params"]
+        return LearnerState(step=jnp.zeros((), jnp.int32), head_params=head_params, critic_params=critic_params,
+                            target_critic_params=critic_params, head_opt=self.head_tx.init(head_params),
+                            critic_opt=self.critic_tx.init(critic_params), rng=rng)
+
+    def with_head(self, state: LearnerState, head_params) -> LearnerState:
+        """`state` with the actor head replaced (e.g. by the SFT head) and its optimiser reset."""
+        return state.replace(head_params=head_params, head_opt=self.head_tx.init(head_params))
+
+    def reset_optimizers(self, state: LearnerState) -> LearnerState:
+        return state.replace(head_opt=self.head_tx.init(state.head_params),
+                             critic_opt=self.critic_tx.init(state.critic_params))
+
+    def step(self, state: LearnerState, batches: Iterator[Mapping]) -> tuple[LearnerState, dict]:
+        """One learner step: (ratio - 1) critic-only updates, then one joint update."""
+        metrics = {}
+        for _ in range(self.loss.critic_actor_ratio - 1):
+            state, metrics = self._critic_update(state, next(batches))
+        state, joint = self._joint_update(state, next(batches))
+        return state.replace(step=state.step + 1), {**metrics, **joint}
+
+    def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
+        batch = loss_batch(item, self.state_mean, self.state_std)
+        rng, k_crop, k_critic, k_actor = jax.random.split(state.rng, 4)
+        if self.config.critic.input == "pixels":
+            k_obs, k_next = jax.random.split(k_crop)
+            batch = dict(batch, observations=random_crop_observation(batch["observations"], k_obs, self.config.critic.crop_pad),
+                         next_observations=random_crop_observation(batch["next_observations"], k_next,
+                                                                   self.config.critic.crop_pad))
+        critic_grad, metrics = jax.grad(losses.critic_loss, argnums=1, has_aux=True)(
+            self.critic.apply, state.critic_params, state.target_critic_params, self.head.apply, state.head_params,
+            batch, k_critic, self.loss, self.config.head)
+        updates, critic_opt = self.critic_tx.update(critic_grad, state.critic_opt, state.critic_params)
+        critic_params = optax.apply_updates(state.critic_params, updates)
+        head_params, head_opt = state.head_params, state.head_opt
+        if update_actor:
+            head_grad, actor_metrics = jax.grad(losses.actor_loss, argnums=1, has_aux=True)(
+                self.head.apply, state.head_params, self.critic.apply, state.critic_params, batch, k_actor,
+                self.loss, self.config.head)
+            updates, head_opt = self.head_tx.update(head_grad, state.head_opt, state.head_params)
+            head_params = optax.apply_updates(state.head_params, updates)
+            metrics = {**metrics, **actor_metrics}
+        target = optax.incremental_update(critic_params, state.target_critic_params, self.loss.tau)
+        new_state = state.replace(head_params=head_params, critic_params=critic_params, target_critic_params=target,
+                                  head_opt=head_opt, critic_opt=critic_opt, rng=rng)
+        return new_state, metrics
+
+    def bc_error(self, state: LearnerState, embedding, raw_state, actions) -> float:
+        """Mean squared error of the deterministic one-step action against dataset actions."""
+        normalized = (jnp.asarray(raw_state) - self.state_mean) / self.state_std
+        predicted = self._eval_actions(state.head_params, jnp.asarray(embedding), normalized)
+        return float(jnp.mean((predicted - jnp.asarray(actions)) ** 2))

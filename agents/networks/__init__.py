@@ -1,0 +1,20 @@
+"""Networks of the ConRFT agent: VLA backbone, consistency action head, critic ensemble, tokenizer."""
+
+from vlarft.agents.networks.backbone import (VLABackbone, attention_mask, load_backbone_params,
+                                            save_backbone_params, token_layout)
+from vlarft.agents.networks.common import MLP, ProprioProjection
+from vlarft.agents.networks.consistency import (ConsistencyHead, karras_sigmas, multistep_sigmas,
+                                               sample_actions, scalings, time_features)
+from vlarft.agents.networks.critic import (Critic, ResNet10Encoder, SpatialLearnedEmbeddings,
+                                          load_encoder_params, random_crop, random_crop_observation,
+                                          save_encoder_params)
+from vlarft.agents.networks.text import tokenize
+
+__all__ = [
+    "VLABackbone", "attention_mask", "load_backbone_params", "save_backbone_params", "token_layout",
+    "MLP", "ProprioProjection",
+    "ConsistencyHead", "karras_sigmas", "multistep_sigmas", "sample_actions", "scalings", "time_features",
+    "Critic", "ResNet10Encoder", "SpatialLearnedEmbeddings", "load_encoder_params", "random_crop",
+    "random_crop_observation", "save_encoder_params",
+    "tokenize",
+]

@@ -1,0 +1,101 @@
+"""Train the ConRFT agent: `--stage=sft|offline` (the online stage comes with HIL-ConRFT).
+
+    python agents/train.py --stage=sft --dataset_dir=DATA/sim_pick_cube/1.0.0 --workdir=runs/sft --config=tiny --steps=2000
+    python pipelines/embed_dataset.py --dataset_dir=DATA/sim_pick_cube/1.0.0 --policy_from=runs/sft --output_dir=DATA
+    python agents/train.py --stage=offline --dataset_dir=DATA/sim_pick_cube_emb/1.0.0 --workdir=runs/offline \\
+        --config=tiny --steps=2000
+
+A run resumes when `--workdir` holds a checkpoint. The last line of standard output is one JSON
+object with the final evaluation: success_rate, mean_episode_length, episodes, learner_steps,
+wall_s (plus the held-out BC error and more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Sequence
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", required=True, choices=("sft", "offline", "online"))
+    parser.add_argument("--dataset_dir", required=True, help="RLDS dataset version directory")
+    parser.add_argument("--workdir", required=True, help="checkpoints, logs, videos, policy export")
+    parser.add_argument("--config", default="tiny", choices=("tiny", "small"), help="model size preset")
+    parser.add_argument("--steps", type=int, default=2000, help="learner steps to reach")
+    parser.add_argument("--batch_size", type=int, default=0, help="override the config's batch size")
+    parser.add_argument("--learning_rate", type=float, default=0.0, help="override the config's learning rate")
+    parser.add_argument("--critic_input", choices=("embedding", "pixels"), default="",
+                        help="critic reads cached embeddings (CPU default) or its own conv encoders")
+    parser.add_argument("--loss_preset", choices=("paper", "reference"), default="paper",
+                        help="loss weights of the paper or of the reference code")
+    parser.add_argument("--init_from", default="", help="policy workdir to start from (offline: SFT run)")
+    parser.add_argument("--env", default="", help="evaluation env (default: sim:<dataset task>)")
+    parser.add_argument("--eval_episodes", type=int, default=-1, help="episodes per evaluation (-1: config)")
+    parser.add_argument("--eval_every", type=int, default=-1, help="learner steps between evaluations (-1: config)")
+    parser.add_argument("--checkpoint_every", type=int, default=0, help="learner steps between checkpoints")
+    parser.add_argument("--log_every", type=int, default=0, help="learner steps between TensorBoard points")
+    parser.add_argument("--action_dim", type=int, default=7, help="action dimension the run expects")
+    parser.add_argument("--seed", type=int, default=-1, help="override the config's seed")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace):
+    from vlarft.agents.config import get_config
+
+    config = get_config(args.config)
+    train = {k: v for k, v in dict(batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                     checkpoint_every=args.checkpoint_every, log_every=args.log_every).items() if v}
+    if args.eval_every >= 0:
+        train["eval_every"] = args.eval_every
+    if args.seed >= 0:
+        train["seed"] = args.seed
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
+    if args.critic_input:
+        config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=args.critic_input))
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from vlarft.agents import training
+    from vlarft.agents.config import loss_preset
+
+    config = build_config(args)
+    options = training.StageOptions(dataset_dir=args.dataset_dir, workdir=args.workdir, steps=args.steps,
+                                    env=args.env, eval_episodes=args.eval_episodes, init_from=args.init_from,
+                                    loss_preset=args.loss_preset, action_dim=args.action_dim,
+                                    show_progress=not args.no_progress)
+    try:
+        if args.stage == "sft":
+            result = training.run_sft(options, config)
+        elif args.stage == "offline":
+            result = training.run_offline(options, config, loss_preset(args.loss_preset, "offline"))
+        else:
+            print("error: --stage=online (HIL-ConRFT) is not implemented yet", file=sys.stderr)
+            return 2
+    except (training.ConfigMismatchError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted: a checkpoint was saved; run the same command to resume", file=sys.stderr)
+        return 130
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+    print(json.dumps(clean))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

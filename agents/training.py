@@ -1,0 +1,330 @@
+"""The training stages behind `agents/train.py`: SFT and the offline Cal-ConRFT stage.
+
+Both share one loop (`run_loop`): progress bar with rates, TensorBoard scalars, orbax
+checkpoints with exact resume, a NaN/Inf guard that stops without saving the bad state, periodic
+evaluation on the robot (held-out BC error, success rate, mean episode length, an MP4), and a
+policy export for the next stage. Each stage returns the final evaluation as a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from vlarft.agents.checkpointing import Checkpointer
+from vlarft.agents.config import AgentConfig, LossConfig, config_to_json
+from vlarft.agents.evaluation import evaluate
+from vlarft.agents.export import PolicyExport, export_policy, load_policy_export
+from vlarft.agents.metrics_log import TrainingLog, check_finite
+from vlarft.agents.observation import StateNormalizer
+from vlarft.datasets import statistics
+from vlarft.datasets.reader import dataset_spec, iterate_episodes, open_dataset
+from vlarft.datasets.schema import EpisodeSpec
+
+
+class ConfigMismatchError(ValueError):
+    """The dataset does not fit the config, checkpoint or policy it is trained with."""
+
+
+@dataclasses.dataclass
+class StageOptions:
+    """What every stage needs from the command line.
+
+    Attributes:
+      dataset_dir: the RLDS dataset (version directory).
+      workdir: checkpoints, TensorBoard logs, evaluation videos and the policy export.
+      steps: learner steps to reach (a resumed run continues up to this number).
+      env: environment for evaluation (`sim:<task>`; default: the dataset's task on the simulator).
+      eval_episodes: episodes per evaluation (0 = no robot evaluation).
+      init_from: a workdir (or export) to start from (offline: the SFT policy; default: the one
+        that made the dataset's embeddings).
+      loss_preset: `paper` or `reference` loss weights.
+      action_dim: the action dimension the run expects; the dataset must match.
+      show_progress: draw the progress bar.
+    """
+
+    dataset_dir: str
+    workdir: str
+    steps: int
+    env: str = ""
+    eval_episodes: int = -1
+    init_from: str = ""
+    loss_preset: str = "paper"
+    action_dim: int = 7
+    show_progress: bool = True
+
+
+# ---------------------------------------------------------------- checks and set-up
+
+
+def check_dataset(spec: EpisodeSpec, options: StageOptions, expected: dict | None = None) -> None:
+    """Refuses a dataset whose action dimension, cameras, image sizes or state size differ from
+    what the run expects (`expected`: a checkpoint's or policy's recorded spec)."""
+    if spec.action_dim != options.action_dim:
+        raise ConfigMismatchError(f"{options.dataset_dir}: action dimension {spec.action_dim}, "
+                                  f"but the run expects {options.action_dim} (--action_dim)")
+    if not expected:
+        return
+    for field, mine in (("cameras", {c: list(hw) for c, hw in spec.cameras.items()}), ("state_dim", spec.state_dim),
+                        ("action_dim", spec.action_dim)):
+        theirs = expected.get(field)
+        if theirs is not None and theirs != mine:
+            raise ConfigMismatchError(f"{options.dataset_dir}: {field} is {mine}, but {expected.get('source', 'the policy')} "
+                                      f"was trained with {theirs}")
+
+
+def spec_meta(spec: EpisodeSpec) -> dict:
+    return {"cameras": {c: list(hw) for c, hw in spec.cameras.items()}, "state_dim": spec.state_dim,
+            "action_dim": spec.action_dim}
+
+
+def dataset_task(dataset_dir: str) -> tuple[str, str, str]:
+    """(task, instruction, robot) of the dataset's first training episode."""
+    for episode in iterate_episodes(dataset_dir, "train"):
+        meta = episode["episode_metadata"]
+        return meta["task"], meta["instruction"], meta["robot"]
+    raise ValueError(f"{dataset_dir}: the train split is empty")
+
+
+def eval_env_factory(options: StageOptions, spec: EpisodeSpec) -> Callable | None:
+    """A zero-argument env factory for evaluation, or None when no robot evaluation is possible."""
+    from vlarft.robot_io.factory import make_env
+
+    env_name = options.env
+    if not env_name:
+        task, _, robot = dataset_task(options.dataset_dir)
+        if not robot.startswith("sim"):
+            return None
+        env_name = f"sim:{task}"
+    size = next(iter(spec.cameras.values()))
+    kwargs = {"image_size": tuple(size)} if env_name.startswith("sim:") else {}
+    return lambda: make_env(env_name, **kwargs)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def run_loop(*, name: str, state: Any, start_step: int, options: StageOptions, config: AgentConfig,
+             step_fn: Callable[[Any], tuple[Any, dict]], checkpointer: Checkpointer, meta: dict,
+             evaluate_fn: Callable[[Any, int], dict], export_fn: Callable[[Any, int], None]) -> tuple[Any, dict]:
+    """Runs `step_fn` up to `options.steps`; returns (state, final evaluation)."""
+    train = config.train
+    log = TrainingLog(options.workdir, options.steps, start_step, name, options.show_progress)
+    step, last_saved = start_step, start_step
+    try:
+        while step < options.steps:
+            new_state, metrics = step_fn(state)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            check_finite(metrics, step + 1)  # raises before the bad state is kept or saved
+            state, step = new_state, step + 1
+            if step % train.log_every == 0 or step == options.steps:
+                rate = log.progress(step, metrics)
+                log.scalars(step, {**metrics, "learner_steps_per_s": rate}, prefix="train/")
+            if step % train.checkpoint_every == 0 or step == options.steps:
+                checkpointer.save(step, state, meta)
+                last_saved = step
+            if train.eval_every and step % train.eval_every == 0 and step != options.steps:
+                log.scalars(step, _numeric(evaluate_fn(state, step)), prefix="eval/")
+    except KeyboardInterrupt:
+        if step != last_saved:
+            checkpointer.save(step, state, meta)
+        raise
+    finally:
+        log.close()
+    final = evaluate_fn(state, step)
+    log_final = TrainingLog(options.workdir, options.steps, step, name, show_progress=False)
+    log_final.scalars(step, _numeric(final), prefix="eval/")
+    log_final.close()
+    export_fn(state, step)
+    return state, {**final, "learner_steps": step}
+
+
+def _numeric(values: dict) -> dict:
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+
+
+def robot_evaluation(policy, options: StageOptions, config: AgentConfig, spec: EpisodeSpec, step: int) -> dict:
+    """Success rate, episode lengths and an MP4 on the evaluation robot (deterministic policy)."""
+    factory = eval_env_factory(options, spec)
+    episodes = config.train.eval_episodes if options.eval_episodes < 0 else options.eval_episodes
+    if factory is None or episodes == 0:
+        return {"success_rate": float("nan"), "mean_episode_length": float("nan"), "episodes": 0}
+    video = os.path.join(options.workdir, "videos", f"step_{step:07d}.mp4")
+    return evaluate(policy, factory, episodes, video_path=video).as_dict() | {"video": video}
+
+
+def open_checkpointer(options: StageOptions, config: AgentConfig, stage: str) -> tuple[Checkpointer, dict | None]:
+    """The run's checkpointer and, when resuming, the metadata it recorded (checked to match)."""
+    checkpointer = Checkpointer(os.path.join(options.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+    if checkpointer.latest_step() is None:
+        return checkpointer, None
+    meta = checkpointer.restore_meta()
+    if meta.get("stage") != stage:
+        raise ConfigMismatchError(f"{options.workdir} holds a {meta.get('stage')!r} run; use another --workdir "
+                                  f"for the {stage!r} stage")
+    if meta.get("config") != config_to_json(config):
+        raise ConfigMismatchError(f"{options.workdir} was trained with another config; resume with the same "
+                                  f"--config and flags or use another --workdir")
+    return checkpointer, meta
+
+
+# ---------------------------------------------------------------- SFT
+
+
+def run_sft(options: StageOptions, config: AgentConfig) -> dict:
+    """Behaviour cloning of backbone + consistency head on the dataset's demonstrations."""
+    from vlarft.agents.sft import SFTLearner
+    from vlarft.agents.actor import ConRFTPolicy
+    from vlarft.agents.step_data import StepData
+
+    start = time.time()
+    spec = dataset_spec(options.dataset_dir)
+    check_dataset(spec, options)
+    checkpointer, resumed = open_checkpointer(options, config, "sft")
+    if resumed:
+        check_dataset(spec, options, {**resumed["spec"], "source": f"the checkpoint in {options.workdir}"})
+    normalizer = StateNormalizer.from_statistics(statistics.load_statistics(options.dataset_dir))
+    bb = config.backbone
+    data_kwargs = dict(window=bb.window, max_text_tokens=bb.max_text_tokens, vocab_size=bb.vocab_size,
+                       normalizer=normalizer)
+    train_data = StepData(options.dataset_dir, "train", **data_kwargs)
+    held_out = _held_out_split(options.dataset_dir)
+    valid_data = StepData(options.dataset_dir, held_out, **data_kwargs)
+    task, instruction, _ = dataset_task(options.dataset_dir)
+    learner = SFTLearner(config, spec.action_dim, train_data.cameras, spec.state_dim)
+    rng = np.random.default_rng(config.train.seed)
+    state = learner.init(jax.random.PRNGKey(config.train.seed), train_data.sample(rng, 2))
+    start_step = 0
+    if resumed:
+        state, _ = checkpointer.restore(state)
+        start_step = int(state.step)
+        rng = np.random.default_rng([config.train.seed, start_step])
+    meta = {"stage": "sft", "config": config_to_json(config), "spec": spec_meta(spec),
+            "normalizer": normalizer.to_json(), "instruction": instruction, "task": task,
+            "dataset_dir": os.path.abspath(options.dataset_dir)}
+
+    def step_fn(s):
+        return learner.step(s, train_data.sample(rng, config.train.batch_size))
+
+    def bc_error(s):
+        errors = [(len(idx), learner.bc_error(s, batch)) for idx, batch in valid_data.iterate(config.train.batch_size)]
+        return sum(n * e for n, e in errors) / sum(n for n, _ in errors)
+
+    def policy_of(s):
+        return ConRFTPolicy(config, s.params["backbone"], s.params["head"], cameras=train_data.cameras,
+                            state_dim=spec.state_dim, action_dim=spec.action_dim, normalizer=normalizer,
+                            instruction=instruction)
+
+    def evaluate_fn(s, step):
+        return {"bc_action_mse": bc_error(s), **robot_evaluation(policy_of(s), options, config, spec, step)}
+
+    def export_fn(s, step):
+        export_policy(options.workdir, s.params["backbone"], s.params["head"],
+                      _export_meta(meta, train_data.cameras, spec, step))
+
+    _, final = run_loop(name="sft", state=state, start_step=start_step, options=options, config=config,
+                        step_fn=step_fn, checkpointer=checkpointer, meta=meta, evaluate_fn=evaluate_fn,
+                        export_fn=export_fn)
+    checkpointer.close()
+    return {**final, "wall_s": time.time() - start}
+
+
+def _held_out_split(dataset_dir: str) -> str:
+    splits = open_dataset(dataset_dir).info.splits
+    return "validation" if "validation" in splits else "train"
+
+
+def _export_meta(meta: dict, cameras, spec: EpisodeSpec, step: int) -> dict:
+    return {**meta, "cameras": list(cameras), "state_dim": spec.state_dim, "action_dim": spec.action_dim,
+            "learner_step": step}
+
+
+# ---------------------------------------------------------------- offline Cal-ConRFT
+
+
+def embedding_source(dataset_dir: str) -> str:
+    """The policy export whose backbone computed the dataset's cached embeddings."""
+    path = Path(dataset_dir) / "embedding.json"
+    if not path.exists():
+        raise ConfigMismatchError(f"{dataset_dir}: no embedding.json; make this dataset with pipelines/embed_dataset.py")
+    return json.loads(path.read_text())["policy_from"]
+
+
+def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) -> dict:
+    """Cal-ConRFT: Cal-QL critic + consistency actor on cached embeddings served by Reverb."""
+    from vlarft.agents.learner import Learner
+    from vlarft.datasets.replay import (ReplayConfig, ReplayServer, load_rlds_into_table, make_batch_iterator,
+                                        transition_signature)
+
+    start = time.time()
+    spec = dataset_spec(options.dataset_dir)
+    check_dataset(spec, options)
+    if not spec.embedding_dim:
+        raise ConfigMismatchError(f"{options.dataset_dir}: the dataset has no cached `embedding` field; "
+                                  f"run pipelines/embed_dataset.py with the SFT policy first")
+    export: PolicyExport = load_policy_export(options.init_from or embedding_source(options.dataset_dir))
+    check_dataset(spec, options, {**export.meta["spec"], "source": "the SFT policy"})
+    if export.config.backbone.width != spec.embedding_dim:
+        raise ConfigMismatchError(f"{options.dataset_dir}: embeddings have width {spec.embedding_dim}, the policy's "
+                                  f"backbone outputs {export.config.backbone.width}")
+    checkpointer, resumed = open_checkpointer(options, config, "offline")
+    normalizer = export.normalizer
+    keys = ("embedding", "state") + (tuple(f"image_{c}" for c in spec.cameras) if config.critic.input == "pixels" else ())
+    replay_config = ReplayConfig(observation_keys=keys)
+    signature = transition_signature(spec, keys)
+    server = ReplayServer.from_config(replay_config, signature)
+    try:
+        loaded = load_rlds_into_table(options.dataset_dir, "train", server.client, replay_config.demo_table,
+                                      observation_keys=keys, return_config=config.returns,
+                                      progress=options.show_progress)
+        batches = make_batch_iterator(server.address, {replay_config.demo_table: config.train.batch_size}, signature)
+        learner = Learner(config, loss, spec.action_dim, tuple(spec.cameras), np.asarray(normalizer.mean),
+                          np.asarray(normalizer.std))
+        state = learner.init(jax.random.PRNGKey(config.train.seed), next(batches))
+        start_step = 0
+        if resumed:
+            state, _ = checkpointer.restore(state)
+            start_step = int(state.step)
+        else:
+            state = learner.with_head(state, export.head_params)
+        meta = {**export.meta, "stage": "offline", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
+                "spec": spec_meta(spec), "dataset_dir": os.path.abspath(options.dataset_dir),
+                "backbone_from": os.path.abspath(options.init_from or embedding_source(options.dataset_dir))}
+        held_out = _embedded_steps(options.dataset_dir, _held_out_split(options.dataset_dir))
+
+        def evaluate_fn(s, step):
+            policy = export.policy()
+            policy.set_params(head_params=s.head_params)
+            bc = learner.bc_error(s, held_out["embedding"], held_out["state"], held_out["action"])
+            return {"bc_action_mse": bc, **robot_evaluation(policy, options, config, spec, step)}
+
+        def export_fn(s, step):
+            export_policy(options.workdir, export.backbone_params, s.head_params,
+                          _export_meta(meta, export.cameras, spec, step))
+
+        _, final = run_loop(name="offline", state=state, start_step=start_step, options=options, config=config,
+                            step_fn=lambda s: learner.step(s, batches), checkpointer=checkpointer, meta=meta,
+                            evaluate_fn=evaluate_fn, export_fn=export_fn)
+    finally:
+        server.stop()
+        checkpointer.close()
+    return {**final, "demo_transitions": loaded["transitions"], "wall_s": time.time() - start}
+
+
+def _embedded_steps(dataset_dir: str, split: str) -> dict[str, np.ndarray]:
+    """Embedding, raw state and action of every real transition of a split."""
+    parts: dict[str, list] = {"embedding": [], "state": [], "action": []}
+    for episode in iterate_episodes(dataset_dir, split):
+        steps = episode["steps"]
+        real = ~steps["is_last"]
+        parts["embedding"].append(steps["embedding"][real])
+        parts["state"].append(steps["observation"]["state"][real])
+        parts["action"].append(steps["action"][real])
+    return {k: np.concatenate(v) for k, v in parts.items()}

@@ -1,0 +1,157 @@
+"""Losses: TD target, Cal-QL bound and conservative term, consistency BC weighting, gradient flow."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vlarft.agents import losses
+from vlarft.agents.config import LossConfig, get_config
+from vlarft.agents.networks import ConsistencyHead, Critic
+
+TINY = get_config("tiny")
+A, B, S, E = 7, 6, 19, 16
+
+
+def test_td_target_uses_ensemble_min():
+    next_q = jnp.array([[1.0, 5.0, -2.0],
+                        [3.0, 4.0, -1.0]])  # [K=2, B=3]
+    y = losses.td_target(jnp.array([0.0, 1.0, 0.5]), jnp.array([1.0, 1.0, 0.0]), 0.9, next_q)
+    np.testing.assert_allclose(y, [0.9 * 1.0, 1.0 + 0.9 * 4.0, 0.5], rtol=1e-6)
+
+
+def test_calql_bound_raises_exactly_the_samples_below_the_mc_return():
+    q = jnp.array([[[0.0, 2.0, -1.0], [5.0, 1.0, 3.0]],
+                   [[1.5, 0.9, 4.0], [2.0, 2.5, 0.0]]])  # [K=2, B=2, S=3]
+    mc = jnp.array([1.0, 2.5])
+    bounded, raised = losses.calql_bound(q, mc)
+    expected_raised = np.array([[[1, 0, 1], [0, 1, 0]],
+                                [[0, 1, 0], [1, 0, 1]]], bool)
+    np.testing.assert_array_equal(raised, expected_raised)
+    np.testing.assert_array_equal(bounded, np.where(expected_raised, np.asarray(mc)[None, :, None], q))
+    _, rate = losses.calql_conservative(q, jnp.zeros((2, 2)), mc, 1.0)
+    assert float(rate) == pytest.approx(6 / 12)
+    # Column 0 excluded from the bound (e.g. the random actions when calql_bound_random is False).
+    bounded, raised = losses.calql_bound(q, mc, np.array([False, True, True]))
+    assert not raised[..., 0].any() and bounded[0, 0, 0] == 0.0 and bounded[1, 1, 0] == 2.0
+    _, rate = losses.calql_conservative(q, jnp.zeros((2, 2)), mc, 1.0, np.array([False, True, True]))
+    assert float(rate) == pytest.approx(4 / 8)
+
+
+def test_conservative_term_is_log_mean_exp_minus_data_q():
+    q = jnp.array([[[0.0, 1.0]]])  # K = B = 1, S = 2
+    q_data = jnp.array([[2.0]])
+    term, rate = losses.calql_conservative(q, q_data, jnp.array([-10.0]), 1.0)
+    assert float(rate) == 0.0
+    assert float(term) == pytest.approx(math.log((1 + math.e + math.e ** 2) / 3) - 2.0, rel=1e-6)
+    term, _ = losses.calql_conservative(q, q_data, jnp.array([-10.0]), 2.0)
+    assert float(term) == pytest.approx(2 * math.log((1 + math.e ** 0.5 + math.e) / 3) - 2.0, rel=1e-6)
+    term, rate = losses.calql_conservative(q, q_data, jnp.array([1.5]), 1.0)  # both samples raised to 1.5
+    assert float(rate) == 1.0
+    assert float(term) == pytest.approx(math.log((2 * math.e ** 1.5 + math.e ** 2) / 3) - 2.0, rel=1e-6)
+
+
+def test_bc_weight_and_loss_by_hand():
+    cfg = TINY.head
+    assert float(losses.bc_weight(jnp.float32(0.5), cfg)) == pytest.approx(8.0)
+    assert float(losses.bc_weight(jnp.float32(80.0), cfg)) == pytest.approx(4 + 1 / 6400, rel=1e-6)
+    # With M = 2 the training level is always sigma_0 = sigma_max; a head that outputs 0 gives
+    # loss = w(sigma_max) * mean(a^2).
+    zero_head = lambda variables, x, sigma, embedding, state: jnp.zeros_like(x)
+    actions = jnp.full((B, A), 0.5)
+    for sigma_max, weight in ((80.0, 4 + 1 / 6400), (1.0, 5.0)):
+        two = dataclasses.replace(cfg, num_scales=2, sigma_max=sigma_max)
+        loss, metrics = losses.consistency_bc_loss(zero_head, {}, jnp.zeros((B, E)), jnp.zeros((B, S)), actions,
+                                                   jax.random.PRNGKey(0), two)
+        assert float(loss) == pytest.approx(weight * 0.25, rel=1e-6)
+        assert float(metrics["bc_mse"]) == pytest.approx(0.25)
+
+
+def const_critic(variables, observation, actions, train=False, rngs=None):
+    """Q_k(s, a) = c_k for every state and action."""
+    c = variables["params"]["c"]
+    return jnp.broadcast_to(c.reshape((-1,) + (1,) * (actions.ndim - 1)), c.shape + actions.shape[:-1])
+
+
+@pytest.fixture(scope="module")
+def nets():
+    head = ConsistencyHead(dataclasses.replace(TINY.head, hidden=(32, 32)), A)
+    critic = Critic(dataclasses.replace(TINY.critic, hidden=(32, 32)), ())
+    keys = jax.random.split(jax.random.PRNGKey(0), 8)
+    obs = lambda k: {"embedding": jax.random.normal(k, (B, E)), "state": jax.random.normal(keys[7], (B, S))}
+    batch = {"observations": obs(keys[0]), "next_observations": obs(keys[1]),
+             "actions": jax.random.uniform(keys[2], (B, A), minval=-1, maxval=1),
+             "rewards": jnp.arange(B, dtype=jnp.float32) / B, "discounts": jnp.ones(B).at[0].set(0.0),
+             "mc_returns": jax.random.normal(keys[3], (B,))}
+    head_params = jax.jit(head.init)(keys[4], batch["actions"], 1.0, batch["observations"]["embedding"],
+                                     batch["observations"]["state"])["params"]
+    critic_params = jax.jit(critic.init)(keys[5], batch["observations"], batch["actions"])["params"]
+    return head, critic, head_params, critic_params, batch
+
+
+def clip_head(variables, x, sigma, embedding, state):
+    return jnp.clip(x, -1.0, 1.0)
+
+
+def test_critic_loss_assembly_by_hand():
+    obs = {"embedding": jnp.zeros((B, E)), "state": jnp.zeros((B, S))}
+    batch = dict(observations=obs, next_observations=obs, actions=jnp.zeros((B, A)),
+                 rewards=jnp.array([0.0, 1.0] * 3), discounts=jnp.array([1.0, 0.0] * 3),
+                 mc_returns=jnp.array([0.5, -1.0] * 3))
+    c, c_target = np.array([0.0, 1.0]), np.array([2.0, 5.0])
+    cfg = LossConfig(cql_alpha=0.3, cql_n_actions=2, calql_bound_random=False, discount=0.9)
+    loss, m = losses.critic_loss(const_critic, {"c": jnp.asarray(c)}, {"c": jnp.asarray(c_target)}, clip_head,
+                                 {}, batch, jax.random.PRNGKey(1), cfg, TINY.head)
+    y = np.array([0.0 + 0.9 * 2.0, 1.0])  # per state parity: r + gamma * discount * min_k target
+    td = np.mean([(ck - yb) ** 2 for ck in c for yb in y])
+    terms, raised = [], 0
+    for ck in c:
+        for mb in (0.5, -1.0):  # 2 random (unbounded), 2 current + 2 next (bounded), then q_data
+            values = [ck] * 2 + [max(ck, mb)] * 4 + [ck]
+            raised += 4 * (ck < mb)
+            terms.append(math.log(np.mean(np.exp(values))) - ck)
+    assert float(m["td_loss"]) == pytest.approx(td, rel=1e-6)
+    assert float(m["cql_term"]) == pytest.approx(np.mean(terms), rel=1e-6)
+    assert float(m["bound_rate"]) == pytest.approx(raised / 16)
+    assert float(loss) == pytest.approx(td + 0.3 * np.mean(terms), rel=1e-6)
+    assert float(m["q_target"]) == pytest.approx(np.mean(y))
+    no_cql, m0 = losses.critic_loss(const_critic, {"c": jnp.asarray(c)}, {"c": jnp.asarray(c_target)}, clip_head,
+                                    {}, batch, jax.random.PRNGKey(1), LossConfig(cql_alpha=0.0, discount=0.9),
+                                    TINY.head)
+    assert float(no_cql) == pytest.approx(td, rel=1e-6) and "cql_term" not in m0
+
+
+def is_zero(tree):
+    return all(bool(jnp.all(x == 0)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def test_gradient_flow(nets):
+    head, critic, head_params, critic_params, batch = nets
+    cfg, rng = LossConfig(), jax.random.PRNGKey(2)
+    head_cfg = head.config
+
+    @jax.jit
+    def grads(hp, cp):
+        actor = jax.grad(losses.actor_loss, argnums=(1, 3), has_aux=True)(head.apply, hp, critic.apply, cp, batch, rng,
+                                                                           cfg, head_cfg)
+        crit = jax.grad(losses.critic_loss, argnums=(1, 2, 4), has_aux=True)(critic.apply, cp, cp, head.apply, hp,
+                                                                              batch, rng, cfg, head_cfg)
+        return actor, crit
+
+    ((actor_head, actor_critic), actor_metrics), ((crit_critic, crit_target, crit_head), critic_metrics) = grads(
+        head_params, critic_params)
+    assert is_zero(actor_critic) and is_zero(crit_target) and is_zero(crit_head)
+    assert not is_zero(actor_head) and not is_zero(crit_critic)
+    assert {"actor_loss", "bc_loss", "bc_mse", "q_loss", "q_pi"} <= set(actor_metrics)
+    assert {"critic_loss", "td_loss", "cql_term", "bound_rate", "q_data", "q_target", "q_random", "q_current",
+            "q_next"} <= set(critic_metrics)
+    assert 0.0 <= float(critic_metrics["bound_rate"]) <= 1.0
+    assert all(np.isfinite(float(v)) for v in {**actor_metrics, **critic_metrics}.values())
+    # The actor's Q term: eta * -mean Q(s, a_pi), and SFT needs no critic at all.
+    loss, m = losses.actor_loss(head.apply, head_params, None, None, batch, rng, LossConfig(q_weight=0.0), head_cfg)
+    assert float(loss) == pytest.approx(float(m["bc_loss"])) and "q_loss" not in m
+    assert float(actor_metrics["actor_loss"]) == pytest.approx(
+        float(actor_metrics["bc_loss"]) + 0.1 * float(actor_metrics["q_loss"]), rel=1e-5)
