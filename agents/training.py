@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from vlarft.agents.checkpointing import Checkpointer
-from vlarft.agents.config import AgentConfig, LossConfig, config_to_json
+from vlarft.agents.config import AgentConfig, LossConfig, config_from_json, config_to_json
 from vlarft.agents.evaluation import evaluate
 from vlarft.agents.export import PolicyExport, export_policy, load_policy_export
 from vlarft.agents.metrics_log import TrainingLog, check_finite
@@ -169,10 +169,16 @@ def open_checkpointer(options: StageOptions, config: AgentConfig, stage: str) ->
     if meta.get("stage") != stage:
         raise ConfigMismatchError(f"{options.workdir} holds a {meta.get('stage')!r} run; use another --workdir "
                                   f"for the {stage!r} stage")
-    if meta.get("config") != config_to_json(config):
+    if _learning_part(config_from_json(meta["config"])) != _learning_part(config):
         raise ConfigMismatchError(f"{options.workdir} was trained with another config; resume with the same "
                                   f"--config and flags or use another --workdir")
     return checkpointer, meta
+
+
+def _learning_part(config: AgentConfig) -> AgentConfig:
+    """The config without bookkeeping (logging, evaluation, checkpoint cadence), which may change on resume."""
+    neutral = dict(log_every=0, eval_every=0, checkpoint_every=0, eval_episodes=0, keep_checkpoints=0)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **neutral))
 
 
 # ---------------------------------------------------------------- SFT
@@ -266,6 +272,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     start = time.time()
     spec = dataset_spec(options.dataset_dir)
     check_dataset(spec, options)
+    checkpointer, resumed = open_checkpointer(options, config, "offline")
     if not spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: the dataset has no cached `embedding` field; "
                                   f"run pipelines/embed_dataset.py with the SFT policy first")
@@ -274,7 +281,6 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     if export.config.backbone.width != spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: embeddings have width {spec.embedding_dim}, the policy's "
                                   f"backbone outputs {export.config.backbone.width}")
-    checkpointer, resumed = open_checkpointer(options, config, "offline")
     normalizer = export.normalizer
     keys = ("embedding", "state") + (tuple(f"image_{c}" for c in spec.cameras) if config.critic.input == "pixels" else ())
     replay_config = ReplayConfig(observation_keys=keys)

@@ -1,0 +1,143 @@
+"""Training on simulator demos in the tiny config: SFT learns, embeddings, offline CLI, resume,
+bad input refused, NaN guard. Real MuJoCo demos, real Beam jobs, real Reverb, real JAX steps."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vlarft.agents import training
+from vlarft.agents.checkpointing import Checkpointer
+from vlarft.agents.config import get_config, loss_preset
+from vlarft.agents.learner import Learner
+from vlarft.agents.metrics_log import NonFiniteLossError
+from vlarft.pipelines.convert_demos import convert
+from vlarft.pipelines.embed_dataset import embed_dataset
+from vlarft.tools.record_demos import record
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = lambda msg: None
+
+
+def tiny_config(**train):
+    config = get_config("tiny")
+    defaults = dict(batch_size=32, log_every=10, eval_every=0, checkpoint_every=50)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **{**defaults, **train}))
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    record("sim:pick_cube", "scripted", 12, str(root / "raw"), image_size=32, progress=False)
+    dataset = convert([str(root / "raw")], str(root / "data"), "pick32", validation_fraction=0.25, log=QUIET)
+    return root, dataset.dataset_dir
+
+
+@pytest.fixture(scope="module")
+def sft_run(demos):
+    root, dataset_dir = demos
+    workdir = str(root / "sft")
+    config = tiny_config()
+    options = lambda steps: training.StageOptions(dataset_dir=dataset_dir, workdir=workdir, steps=steps,
+                                                  eval_episodes=0, show_progress=False)
+    start = training.run_sft(options(0), config)  # evaluation of the untrained policy
+    end = training.run_sft(options(250), config)  # resumes from the step-0 checkpoint
+    return workdir, start, end
+
+
+def test_sft_bc_error_falls_well_below_its_start(sft_run):
+    workdir, start, end = sft_run
+    assert start["learner_steps"] == 0 and end["learner_steps"] == 250
+    assert end["bc_action_mse"] < 0.5 * start["bc_action_mse"], (start, end)
+    assert (Path(workdir) / "policy" / "backbone.msgpack").exists()
+    assert list((Path(workdir) / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_embedding_job_and_offline_cli(demos, sft_run, tmp_path):
+    root, dataset_dir = demos
+    embedded = embed_dataset(dataset_dir, sft_run[0], str(root / "data"), log=QUIET)
+    assert embedded.spec.embedding_dim == get_config("tiny").backbone.width
+    plan = lambda d: json.loads((Path(d) / "plan.json").read_text())["splits"]
+    assert plan(embedded.dataset_dir) == plan(dataset_dir)  # the splits are kept
+    workdir = tmp_path / "offline"
+    cmd = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=offline", f"--dataset_dir={embedded.dataset_dir}",
+           f"--workdir={workdir}", "--config=tiny", "--steps=40", "--batch_size=32", "--eval_episodes=1",
+           "--eval_every=0", "--no_progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"success_rate", "mean_episode_length", "episodes", "learner_steps", "wall_s"} <= set(result)
+    assert result["learner_steps"] == 40 and result["episodes"] == 1 and 0 <= result["success_rate"] <= 1
+    assert os.path.getsize(result["video"]) > 1000
+    # Same command again: resumes at step 40, nothing left to do but evaluate.
+    again = subprocess.run(cmd[:-3] + ["--eval_episodes=0", "--no_progress"], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["learner_steps"] == 40
+
+
+def test_mismatched_dataset_is_refused(demos, sft_run, tmp_path):
+    _, dataset_dir = demos
+    options = training.StageOptions(dataset_dir=dataset_dir, workdir=str(tmp_path / "x"), steps=1, eval_episodes=0,
+                                    action_dim=6, show_progress=False)
+    with pytest.raises(training.ConfigMismatchError, match="action dimension 7.*expects 6"):
+        training.run_sft(options, tiny_config())
+    options = dataclasses.replace(options, action_dim=7)
+    with pytest.raises(training.ConfigMismatchError, match="embed_dataset"):
+        training.run_offline(options, tiny_config(), loss_preset("paper", "offline"))
+    with pytest.raises(training.ConfigMismatchError, match="'sft' run"):
+        training.run_offline(dataclasses.replace(options, workdir=sft_run[0]), tiny_config(),
+                             loss_preset("paper", "offline"))
+
+
+def fake_batch(seed, batch=16, embedding=64):
+    rng = np.random.default_rng(seed)
+    obs = lambda: {"embedding": jnp.asarray(rng.normal(size=(batch, embedding)), jnp.float32),
+                   "state": jnp.asarray(rng.normal(size=(batch, 19)), jnp.float32)}
+    return {"observation": obs(), "next_observation": obs(),
+            "action": jnp.asarray(rng.uniform(-1, 1, (batch, 7)), jnp.float32),
+            "reward": jnp.asarray(rng.integers(0, 2, batch), jnp.float32),
+            "discount": jnp.ones(batch, jnp.float32), "mc_return": jnp.asarray(rng.normal(size=batch), jnp.float32),
+            "intervention": jnp.zeros(batch, bool)}
+
+
+def test_resume_reproduces_the_next_step_exactly(tmp_path):
+    learner = Learner(tiny_config(), loss_preset("paper", "offline"), 7, ("front", "wrist"), np.zeros(19), np.ones(19))
+    state = learner.init(jax.random.PRNGKey(0), fake_batch(0))
+    for i in range(3):
+        state, _ = learner.step(state, iter([fake_batch(10 + 2 * i), fake_batch(11 + 2 * i)]))
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    checkpointer.save(3, state, {"note": "test"})
+    next_batches = [fake_batch(100), fake_batch(101)]
+    straight, _ = learner.step(state, iter(next_batches))
+    restored, meta = checkpointer.restore(learner.init(jax.random.PRNGKey(1), fake_batch(0)))
+    assert meta == {"note": "test"} and int(restored.step) == 3
+    resumed, _ = learner.step(restored, iter(next_batches))
+    same = jax.tree_util.tree_map(lambda a, b: bool(jnp.array_equal(a, b)), straight, resumed)
+    assert all(jax.tree_util.tree_leaves(same))
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.array_equal(a, b)), straight.head_params, state.head_params)
+    assert not all(jax.tree_util.tree_leaves(changed))  # the step did change the actor
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(checkpoint_every=1, log_every=1)
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    options = training.StageOptions(dataset_dir="", workdir=str(tmp_path), steps=10, show_progress=False)
+
+    def step_fn(state):
+        value = float("nan") if int(state["step"]) == 3 else 1.0
+        return {"step": state["step"] + 1}, {"critic_loss": value}
+
+    with pytest.raises(NonFiniteLossError, match="'critic_loss' became nan at learner step 4"):
+        training.run_loop(name="t", state={"step": jnp.asarray(0)}, start_step=0, options=options, config=config,
+                          step_fn=step_fn, checkpointer=checkpointer, meta={}, evaluate_fn=lambda s, i: {},
+                          export_fn=lambda s, i: None)
+    assert checkpointer.latest_step() == 3
+    assert int(checkpointer.restore({"step": jnp.asarray(0)})[0]["step"]) == 3
