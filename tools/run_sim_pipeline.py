@@ -1,81 +1,139 @@
-"""The main job on the embedded default: simulator + scripted operator + DirectRunner.
+"""The main job on the embedded default: simulator + scripted operator + DirectRunner + in-process Reverb.
 
-    python tools/run_sim_pipeline.py --workdir=runs/sim [--episodes=20] [--tasks=pick_cube,insert_peg]
+    python tools/run_sim_pipeline.py --workdir=runs/sim [--episodes=20] [--tasks=pick_cube,insert_peg] [--full]
 
-For every task it records demonstrations with the scripted operator, converts them with the
-Beam job into an RLDS dataset, and prints a summary table. Later stages (SFT, Cal-ConRFT,
-HIL-ConRFT) extend this job. Extra arguments are passed to Beam as pipeline options. The last
-line of standard output is a JSON summary.
+For every task: record demonstrations with the scripted operator -> convert them to RLDS (Beam)
+-> SFT of backbone + consistency head -> cache backbone embeddings (Beam) -> offline Cal-ConRFT
+on Reverb -> evaluate both policies on the simulator. It prints a table of success rate and
+episode length per stage (the online HIL-ConRFT stage joins it in a later release).
+
+CPU default (what is shrunk): 64x64 camera images, the `tiny` model, 1500 SFT and 1500 offline
+learner steps at batch 64, 10 evaluation episodes. `--full` uses the paper-scale settings
+(128x128 images, `small` = Octo-small widths, batch 256, 20 evaluation episodes): meant for a GPU.
+Every step is resumable: re-running skips finished recordings and resumes training runs.
+Extra arguments are passed to Beam as pipeline options. The last stdout line is a JSON summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from rich.console import Console
-from rich.table import Table
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from vlarft.pipelines.convert_demos import convert
-from vlarft.tools.record_demos import record
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 TOP_UP_SEED_OFFSET = 10_000  # a resumed recording uses seeds the interrupted one did not
 
 
-def run(workdir: str, tasks: Sequence[str], episodes: int, image_size: int, seed: int,
-        beam_args: Sequence[str], console: Console) -> list[dict]:
-    rows = []
-    for task in tasks:
-        demo_dir = Path(workdir) / "demos" / task
-        existing = len(list(demo_dir.glob("*.npz"))) if demo_dir.exists() else 0
-        recorded = {"success_rate": float("nan"), "mean_length": float("nan")}
-        if existing < episodes:
-            console.print(f"[bold]{task}[/]: recording {episodes - existing} demo(s) with the scripted operator")
-            summary = record(f"sim:{task}", "scripted", episodes - existing, str(demo_dir),
-                             seed=seed + (TOP_UP_SEED_OFFSET + existing if existing else 0), image_size=image_size)
-            recorded = summary.as_dict()
-        else:
-            console.print(f"[bold]{task}[/]: {existing} demo(s) already in {demo_dir}, not re-recording")
-        console.print(f"[bold]{task}[/]: converting to RLDS")
-        result = convert([str(demo_dir)], str(Path(workdir) / "data"), f"sim_{task}",
-                         log=lambda msg: console.print(f"  {msg}"), pipeline_args=beam_args)
-        rows.append({"task": task, "demos": sum(result.episodes.values()),
-                     "operator_success_rate": recorded["success_rate"],
-                     "mean_demo_length": recorded["mean_length"], "episodes": result.episodes,
-                     "dead_letters": len(result.dead_letters), "dataset_dir": result.dataset_dir,
-                     "convert_s": round(result.wall_s, 1)})
-    return rows
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """Sizes of the main job (CPU default; `full()` for the paper-scale run)."""
+
+    episodes: int = 20
+    image_size: int = 64
+    config: str = "tiny"
+    batch_size: int = 64
+    sft_steps: int = 1500
+    offline_steps: int = 1500
+    eval_episodes: int = 10
+    seed: int = 0
+
+    @classmethod
+    def full(cls, **overrides) -> "JobSettings":
+        return cls(**{**dict(episodes=30, image_size=128, config="small", batch_size=256, sft_steps=20000,
+                             offline_steps=20000, eval_episodes=20), **overrides})
 
 
-def print_table(rows: list[dict], console: Console) -> None:
-    table = Table(title="Simulated demonstrations -> RLDS")
-    for column in ("task", "demos", "operator success", "mean demo length", "train/val", "dataset"):
+def record_and_convert(task: str, workdir: Path, settings: JobSettings, beam_args, console) -> dict:
+    from vlarft.pipelines.convert_demos import convert
+    from vlarft.tools.record_demos import record
+
+    demo_dir = workdir / "demos" / task
+    existing = len(list(demo_dir.glob("*.npz"))) if demo_dir.exists() else 0
+    recorded = {"success_rate": float("nan"), "mean_length": float("nan")}
+    if existing < settings.episodes:
+        console.print(f"[bold]{task}[/]: recording {settings.episodes - existing} demo(s) with the scripted operator")
+        recorded = record(f"sim:{task}", "scripted", settings.episodes - existing, str(demo_dir),
+                          seed=settings.seed + (TOP_UP_SEED_OFFSET + existing if existing else 0),
+                          image_size=settings.image_size).as_dict()
+    console.print(f"[bold]{task}[/]: converting demos to RLDS")
+    result = convert([str(demo_dir)], str(workdir / "data"), f"sim_{task}", log=lambda m: console.print(f"  {m}"),
+                     pipeline_args=beam_args)
+    return {"dataset_dir": result.dataset_dir, "demos": sum(result.episodes.values()),
+            "operator_success_rate": recorded["success_rate"], "mean_demo_length": recorded["mean_length"]}
+
+
+def train_stages(task: str, dataset_dir: str, workdir: Path, settings: JobSettings, beam_args, console) -> dict:
+    from vlarft.agents import training
+    from vlarft.agents.config import get_config, loss_preset
+    from vlarft.pipelines.embed_dataset import embed_dataset
+
+    base = get_config(settings.config)
+    config = dataclasses.replace(base, train=dataclasses.replace(
+        base.train, batch_size=settings.batch_size, eval_every=0, checkpoint_every=500, seed=settings.seed))
+    runs = workdir / "runs" / task
+    options = lambda dataset, stage, steps: training.StageOptions(
+        dataset_dir=dataset, workdir=str(runs / stage), steps=steps, eval_episodes=settings.eval_episodes)
+    console.print(f"[bold]{task}[/]: SFT of backbone + consistency head ({settings.sft_steps} steps)")
+    sft = training.run_sft(options(dataset_dir, "sft", settings.sft_steps), config)
+    console.print(f"[bold]{task}[/]: caching backbone embeddings")
+    embedded = embed_dataset(dataset_dir, str(runs / "sft"), str(workdir / "data"), log=lambda m: console.print(f"  {m}"),
+                             pipeline_args=beam_args)
+    console.print(f"[bold]{task}[/]: offline Cal-ConRFT ({settings.offline_steps} steps)")
+    offline = training.run_offline(options(embedded.dataset_dir, "offline", settings.offline_steps), config,
+                                   loss_preset("paper", "offline"))
+    return {"sft": sft, "cal_conrft": offline}
+
+
+def print_table(rows: list[dict], workdir: Path, console: Console) -> None:
+    table = Table(title="ConRFT on the simulator (success rate / mean episode length)")
+    for column in ("task", "demos", "demo length", "SFT", "Cal-ConRFT", "videos"):
         table.add_column(column)
+    fmt = lambda r: f"{r['success_rate']:.0%} / {r['mean_episode_length']:.1f}"
     for r in rows:
-        table.add_row(r["task"], str(r["demos"]), f"{r['operator_success_rate']:.0%}",
-                      f"{r['mean_demo_length']:.1f}",
-                      f"{r['episodes'].get('train', 0)}/{r['episodes'].get('validation', 0)}",
-                      os.path.relpath(r["dataset_dir"]))
+        table.add_row(r["task"], str(r["demos"]), f"{r['mean_demo_length']:.1f}", fmt(r["sft"]), fmt(r["cal_conrft"]),
+                      os.path.relpath(os.path.dirname(r["cal_conrft"].get("video") or str(workdir)), workdir))
     console.print(table)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default="runs/sim", help="where demos, datasets and runs go")
+    parser.add_argument("--workdir", default="runs/sim", help="where demos, datasets, runs and videos go")
     parser.add_argument("--tasks", default="pick_cube,insert_peg", help="comma-separated simulator tasks")
-    parser.add_argument("--episodes", type=int, default=20, help="demonstrations per task")
-    parser.add_argument("--image_size", type=int, default=128, help="camera image size")
-    parser.add_argument("--seed", type=int, default=0, help="first reset seed")
+    parser.add_argument("--full", action="store_true", help="paper-scale settings (for a GPU)")
+    for field in dataclasses.fields(JobSettings):
+        parser.add_argument(f"--{field.name}", type=type(field.default), default=None,
+                            help=f"override (CPU default {field.default})")
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(JobSettings) if getattr(args, f.name) is not None}
+    settings = JobSettings.full(**overrides) if args.full else JobSettings(**overrides)
     console = Console(stderr=True)
-    rows = run(args.workdir, [t for t in args.tasks.split(",") if t], args.episodes, args.image_size,
-               args.seed, beam_args, console)
-    print_table(rows, console)
-    print(json.dumps({"tasks": rows}))
+    console.print(f"main job settings: {settings}")
+    workdir = Path(args.workdir)
+    rows = []
+    for task in [t for t in args.tasks.split(",") if t]:
+        row = {"task": task, **record_and_convert(task, workdir, settings, beam_args, console)}
+        row.update(train_stages(task, row["dataset_dir"], workdir, settings, beam_args, console))
+        rows.append(row)
+    print_table(rows, workdir, console)
+    print(json.dumps(_jsonable({"settings": dataclasses.asdict(settings), "tasks": rows})))
     return 0
 
 
