@@ -98,7 +98,8 @@ class Learner:
         for _ in range(self.loss.critic_actor_ratio - 1):
             state, metrics = self._critic_update(state, next(batches))
         state, joint = self._joint_update(state, next(batches))
-        return state.replace(step=state.step + 1), {**metrics, **joint}
+        weights = {"bc_weight": self.loss.bc_weight, "q_weight": self.loss.q_weight, "cql_alpha": self.loss.cql_alpha}
+        return state.replace(step=state.step + 1), {**metrics, **joint, **weights}
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
         batch = loss_batch(item, self.state_mean, self.state_std)

@@ -47,6 +47,10 @@ class StageOptions:
         that made the dataset's embeddings).
       loss_preset: `paper` or `reference` loss weights.
       action_dim: the action dimension the run expects; the dataset must match.
+      backbone_weights: SFT: a local backbone checkpoint (msgpack, `save_backbone_params`) to
+        start from instead of random weights; its parameter paths and shapes must match.
+      critic_encoder_weights: offline, pixel critic: a ResNet trunk file loaded into every
+        camera's encoder (`load_encoder_params`).
       show_progress: draw the progress bar.
     """
 
@@ -58,6 +62,8 @@ class StageOptions:
     init_from: str = ""
     loss_preset: str = "paper"
     action_dim: int = 7
+    backbone_weights: str = ""
+    critic_encoder_weights: str = ""
     show_progress: bool = True
 
 
@@ -212,6 +218,11 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
         state, _ = checkpointer.restore(state)
         start_step = int(state.step)
         rng = np.random.default_rng([config.train.seed, start_step])
+    elif options.backbone_weights:
+        from vlarft.agents.networks import load_backbone_params
+
+        backbone = load_backbone_params(options.backbone_weights, target=state.params["backbone"])
+        state = state.replace(params={**state.params, "backbone": backbone})
     meta = {"stage": "sft", "config": config_to_json(config), "spec": spec_meta(spec),
             "normalizer": normalizer.to_json(), "instruction": instruction, "task": task,
             "dataset_dir": os.path.abspath(options.dataset_dir)}
@@ -300,6 +311,13 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
             start_step = int(state.step)
         else:
             state = learner.with_head(state, export.head_params)
+            if options.critic_encoder_weights:
+                from vlarft.agents.networks import load_encoder_params
+
+                critic = state.critic_params
+                for camera in spec.cameras:
+                    critic = load_encoder_params(critic, options.critic_encoder_weights, camera)
+                state = state.replace(critic_params=critic, target_critic_params=critic)
         meta = {**export.meta, "stage": "offline", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "spec": spec_meta(spec), "dataset_dir": os.path.abspath(options.dataset_dir),
                 "backbone_from": os.path.abspath(options.init_from or embedding_source(options.dataset_dir))}

@@ -141,3 +141,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                           export_fn=lambda s, i: None)
     assert checkpointer.latest_step() == 3
     assert int(checkpointer.restore({"step": jnp.asarray(0)})[0]["step"]) == 3
+
+
+def test_sft_starts_from_a_local_backbone_checkpoint(demos, sft_run, tmp_path):
+    from vlarft.agents.export import load_policy_export
+    from vlarft.agents.networks import save_backbone_params
+
+    _, dataset_dir = demos
+    trained = load_policy_export(sft_run[0]).backbone_params
+    save_backbone_params(trained, tmp_path / "pretrained.msgpack")
+    options = training.StageOptions(dataset_dir=dataset_dir, workdir=str(tmp_path / "warm"), steps=0, eval_episodes=0,
+                                    backbone_weights=str(tmp_path / "pretrained.msgpack"), show_progress=False)
+    training.run_sft(options, tiny_config())
+    loaded = load_policy_export(tmp_path / "warm").backbone_params
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), trained, loaded)
+    assert all(jax.tree_util.tree_leaves(same))
+    small = dataclasses.replace(tiny_config(), backbone=dataclasses.replace(tiny_config().backbone, width=32, heads=2))
+    with pytest.raises(ValueError, match="backbone checkpoint .*pretrained.msgpack"):
+        training.run_sft(dataclasses.replace(options, workdir=str(tmp_path / "bad")), small)
