@@ -1,5 +1,8 @@
 """The acting policy: env observation -> backbone embedding -> consistency head -> action.
 
+`last_embedding` keeps the backbone embedding of the last observation, which online actors
+store in replay so the learner never runs the backbone.
+
 It keeps the W-frame history of the running episode, tokenizes the instruction once, and runs
 one jitted function per step. `deterministic=True` (evaluation) uses the head's fixed noise, so
 the same observations always give the same actions; `steps` > 1 uses the k-step sampler.
@@ -33,10 +36,12 @@ class ConRFTPolicy:
 
         def act(backbone_params, head_params, images, states, mask, text_ids, text_mask, rng):
             embedding = backbone.apply({"params": backbone_params}, images, states, text_ids, text_mask, mask)
-            return sample_actions(head.apply, head_params, embedding, states[:, -1], rng, config.head, action_dim,
-                                  steps=steps, deterministic=deterministic)[0]
+            action = sample_actions(head.apply, head_params, embedding, states[:, -1], rng, config.head, action_dim,
+                                    steps=steps, deterministic=deterministic)
+            return action[0], embedding[0]
 
         self._act = jax.jit(act)
+        self.last_embedding: np.ndarray | None = None  # of the observation `act` saw last
 
     def set_params(self, backbone_params=None, head_params=None) -> None:
         """Swap in new parameters (takes effect at the next step)."""
@@ -52,6 +57,7 @@ class ConRFTPolicy:
         window, mask = self.history.push(frame)
         images = {cam: jnp.asarray(window[f"image_{cam}"]) for cam in self.cameras}
         self.rng, key = jax.random.split(self.rng)
-        action = self._act(self.backbone_params, self.head_params, images, jnp.asarray(window["state"]),
-                           jnp.asarray(mask), self.text_ids, self.text_mask, key)
+        action, embedding = self._act(self.backbone_params, self.head_params, images, jnp.asarray(window["state"]),
+                                      jnp.asarray(mask), self.text_ids, self.text_mask, key)
+        self.last_embedding = np.asarray(embedding, np.float32)
         return np.asarray(action, np.float32)

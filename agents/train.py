@@ -1,9 +1,12 @@
-"""Train the ConRFT agent: `--stage=sft|offline` (the online stage comes with HIL-ConRFT).
+"""Train the ConRFT agent: `--stage=sft|offline|online`.
 
     python agents/train.py --stage=sft --dataset_dir=DATA/sim_pick_cube/1.0.0 --workdir=runs/sft --config=tiny --steps=2000
     python pipelines/embed_dataset.py --dataset_dir=DATA/sim_pick_cube/1.0.0 --policy_from=runs/sft --output_dir=DATA
     python agents/train.py --stage=offline --dataset_dir=DATA/sim_pick_cube_emb/1.0.0 --workdir=runs/offline \\
         --config=tiny --steps=2000
+
+    python agents/train.py --stage=online --workdir=runs/online --init_from=runs/offline --env=sim:pick_cube \
+        --teleop=scripted_intervention --env_steps=2000
 
 A run resumes when `--workdir` holds a checkpoint. The last line of standard output is one JSON
 object with the final evaluation: success_rate, mean_episode_length, episodes, learner_steps,
@@ -27,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, choices=("sft", "offline", "online"))
-    parser.add_argument("--dataset_dir", required=True, help="RLDS dataset version directory")
+    parser.add_argument("--dataset_dir", default="", help="RLDS dataset version directory (online: default "
+                        "the offline run's embedded dataset)")
     parser.add_argument("--workdir", required=True, help="checkpoints, logs, videos, policy export")
     parser.add_argument("--config", default="tiny", choices=("tiny", "small"), help="model size preset")
     parser.add_argument("--steps", type=int, default=2000, help="learner steps to reach")
@@ -48,6 +52,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--critic_encoder_weights", default="", help="pixel critic: ResNet trunk weights file")
     parser.add_argument("--seed", type=int, default=-1, help="override the config's seed")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    online = parser.add_argument_group("online stage (HIL-ConRFT)")
+    online.add_argument("--env_steps", type=int, default=2000, help="robot steps to collect")
+    online.add_argument("--teleop", default="scripted_intervention",
+                        help="human device: scripted_intervention (simulator) | spacemouse | keyboard | gamepad")
+    online.add_argument("--updates_per_env_step", type=float, default=1.0, help="update-to-data ratio")
+    online.add_argument("--role", choices=("both", "learner", "actor"), default="both",
+                        help="actor and learner in one process (separate roles: not yet available)")
     return parser.parse_args(argv)
 
 
@@ -72,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vlarft.agents import training
     from vlarft.agents.config import loss_preset
 
+    if args.stage != "online" and not args.dataset_dir:
+        print(f"error: --stage={args.stage} needs --dataset_dir", file=sys.stderr)
+        return 2
     config = build_config(args)
     options = training.StageOptions(dataset_dir=args.dataset_dir, workdir=args.workdir, steps=args.steps,
                                     env=args.env, eval_episodes=args.eval_episodes, init_from=args.init_from,
@@ -85,8 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.stage == "offline":
             result = training.run_offline(options, config, loss_preset(args.loss_preset, "offline"))
         else:
-            print("error: --stage=online (HIL-ConRFT) is not implemented yet", file=sys.stderr)
-            return 2
+            if args.role != "both":
+                print("error: separate --role=learner/actor processes are not available yet; use --role=both",
+                      file=sys.stderr)
+                return 2
+            from vlarft.agents.online import OnlineSettings, run_online
+
+            settings = OnlineSettings(env_steps=args.env_steps, teleop=args.teleop,
+                                      updates_per_env_step=args.updates_per_env_step)
+            result = run_online(options, config, loss_preset(args.loss_preset, "online"), settings)
     except (ValueError, FileNotFoundError) as e:  # ConfigMismatchError, SchemaError, bad weight files
         print(f"error: {e}", file=sys.stderr)
         return 1

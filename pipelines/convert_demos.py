@@ -21,7 +21,7 @@ import sys
 from typing import Sequence
 
 from vlarft.datasets.hilserl_pickle import PickleImportConfig
-from vlarft.pipelines.rlds_job import ConversionError, JobResult, run_rlds_job
+from vlarft.pipelines.rlds_job import ConversionError, JobResult, report, run_rlds_job
 from vlarft.pipelines.sources import discover_inputs, infer_spec, read_episodes
 
 EPISODES_PER_SHARD = 100  # raw 128x128 two-camera episodes are ~0.5-1 MB as JPEG
@@ -86,12 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConversionError, ValueError) as e:
         log(f"error: {e}")
         return 1
-    for d in result.dead_letters:
-        log(f"dead letter: {d['file']}" + (f" [{d['episode_id']}]" if d["episode_id"] else "") + f": {d['reason']}")
-    counts = ", ".join(f"{n} {split}" for split, n in result.episodes.items())
-    log(f"Converted {counts} episode(s); {len(result.dead_letters)} dead letter(s); "
-        f"{result.wall_s:.1f} s on {result.runner}.")
-    print(result.dataset_dir)
+    report(result, "Converted", log)
     return 0
 
 

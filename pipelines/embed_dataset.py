@@ -24,7 +24,7 @@ import numpy as np
 
 from vlarft.datasets.reader import dataset_spec, iterate_episodes, open_dataset
 from vlarft.datasets.schema import Episode, validate_episode
-from vlarft.pipelines.rlds_job import ConversionError, JobResult, run_rlds_job
+from vlarft.pipelines.rlds_job import ConversionError, JobResult, report, run_rlds_job
 from vlarft.pipelines.sources import DeadLetter
 
 EMBEDDING_INFO = "embedding.json"
@@ -120,9 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConversionError, FileNotFoundError, ValueError) as e:
         log(f"error: {e}")
         return 1
-    log(f"Embedded {result.episodes} episode(s) in {result.wall_s:.1f} s on {result.runner}; "
-        f"{len(result.dead_letters)} dead letter(s).")
-    print(result.dataset_dir)
+    report(result, "Embedded", log)
     return 0
 
 

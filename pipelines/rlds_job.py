@@ -74,6 +74,15 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
                      runner=runner, wall_s=time.time() - start)
 
 
+def report(result: JobResult, verb: str, log) -> None:
+    """Logs the dead letters and a summary, then prints the dataset directory as the last stdout line."""
+    for d in result.dead_letters:
+        log(f"dead letter: {d['file']}" + (f" [{d['episode_id']}]" if d["episode_id"] else "") + f": {d['reason']}")
+    counts = ", ".join(f"{n} {split}" for split, n in result.episodes.items())
+    log(f"{verb} {counts} episode(s); {len(result.dead_letters)} dead letter(s); {result.wall_s:.1f} s on {result.runner}.")
+    print(result.dataset_dir)
+
+
 def _read_dead_letters(work_dir: Path) -> list[dict]:
     path = work_dir / rlds_writer.DEAD_LETTER_FILE
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -66,6 +66,10 @@ class TransitionWriter:
                 self.items_written[table] = self.items_written.get(table, 0) + 1
         self._pending = tuple(self._route(step))
 
+    def flush(self, timeout_ms: int | None = None) -> None:
+        """Sends every item created so far to the server now (online actors stream step by step)."""
+        self._writer.flush(timeout_ms=timeout_ms)
+
     def end_episode(self, timeout_ms: int | None = None) -> None:
         """Blocks until every item is on the server; the next `append` starts an episode."""
         self._writer.end_episode(timeout_ms=timeout_ms)

@@ -2,6 +2,9 @@
 
 `make_teleop(name, env=None, **kwargs)` builds one of `DEVICES`:
   * `scripted`   - the simulator's `ScriptedOperator(env, **kwargs)`, a stand-in human (needs env);
+  * `scripted_intervention` - the simulator's `ScriptedIntervener(env, **kwargs)`: a stand-in
+                   human who takes over only when the policy stalls or gets into a bad state
+                   (needs env);
   * `spacemouse` - 3Dconnexion SpaceMouse over HID (`spacemouse.SpaceMouse`);
   * `keyboard`   - keys in a pygame window with a live camera view (`keyboard.KeyboardTeleop`);
   * `gamepad`    - pygame joystick with a dead-man button, hold RB (`gamepad.GamepadTeleop`).
@@ -24,7 +27,7 @@ from typing import Any
 from vlarft.robot_io.teleop.base import TeleopDevice
 from vlarft.robot_io.teleop.common import DeviceNotAvailableError
 
-DEVICES = ("scripted", "spacemouse", "keyboard", "gamepad")
+DEVICES = ("scripted", "scripted_intervention", "spacemouse", "keyboard", "gamepad")
 
 
 def make_teleop(name: str, env: Any = None, **kwargs: Any) -> TeleopDevice:
@@ -35,6 +38,13 @@ def make_teleop(name: str, env: Any = None, **kwargs: Any) -> TeleopDevice:
         from vlarft.robot_io.sim.scripted_operator import ScriptedOperator
 
         return ScriptedOperator(env, **kwargs)
+    if name == "scripted_intervention":
+        if env is None:
+            raise ValueError(
+                "make_teleop('scripted_intervention') needs env=...: the intervener reads the sim")
+        from vlarft.robot_io.sim.scripted_intervener import ScriptedIntervener
+
+        return ScriptedIntervener(env, **kwargs)
     if name == "spacemouse":
         from vlarft.robot_io.teleop.spacemouse import SpaceMouse
 

@@ -1,0 +1,297 @@
+"""HIL-ConRFT, the online stage, with actor and learner in one process (`--role=both`).
+
+The actor thread drives the robot with the current policy while a human device (the scripted
+intervener on the simulator) may take over at any step; it streams every step into the `online`
+Reverb table as it happens (human-intervention transitions also into `demo`), writes every
+episode as a raw RLDS episode file (source "online", with the intervention flags and the
+parameter version that acted), and applies new parameters at step boundaries. The learner (the
+calling thread) samples 50/50 online/demo batches, paced by the online table's
+SampleToInsertRatio limiter (the update-to-data ratio), and publishes the actor head with a
+version number every `publish_every` learner steps.
+
+Not in this release: separate actor/learner processes over a Reverb address, Reverb-hosted
+parameters, signal-driven clean shutdown and restart of either role (see WORKSPACE.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vlarft.datasets.episode_builder import EpisodeBuilder
+from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
+from vlarft.datasets.schema import EpisodeSpec
+from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_SUCCESS
+
+
+class ParameterStore:
+    """Latest actor parameters with a version number, shared between threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._params, self._version = None, -1
+
+    def publish(self, params: Any, version: int) -> None:
+        with self._lock:
+            self._params, self._version = params, version
+
+    def latest(self) -> tuple[Any, int]:
+        with self._lock:
+            return self._params, self._version
+
+
+@dataclasses.dataclass
+class EpisodeStats:
+    """What the actor reports per online episode."""
+
+    index: int
+    length: int
+    success: bool
+    intervention_steps: int
+    intervention_segments: int
+    policy_version: int
+    env_steps_total: int
+    wall_time: float
+
+    @property
+    def intervention_rate(self) -> float:
+        return self.intervention_steps / max(self.length, 1)
+
+
+class OnlineActor(threading.Thread):
+    """Runs online episodes until `env_steps` steps are done or `stop` is set."""
+
+    def __init__(self, *, env, policy, writer, store: ParameterStore, episode_dir: str, spec: EpisodeSpec,
+                 env_steps: int, seed: int, on_episode: Callable[[EpisodeStats], None], stop: threading.Event):
+        super().__init__(name="online-actor", daemon=True)
+        self.env, self.policy, self.writer, self.store = env, policy, writer, store
+        self.episode_dir, self.spec, self.env_steps, self.seed = episode_dir, spec, env_steps, seed
+        self.on_episode, self.stop = on_episode, stop
+        self.version, self.steps_done, self.episodes = -1, 0, 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while self.steps_done < self.env_steps and not self.stop.is_set():
+                self._episode()
+        except BaseException as e:  # surfaced by the learner thread
+            self.error = e
+        finally:
+            self.stop.set()
+
+    def _refresh_params(self) -> None:
+        params, version = self.store.latest()
+        if version > self.version:
+            self.policy.set_params(head_params=params)
+            self.version = version
+
+    def _episode(self) -> None:
+        robot = self.env.unwrapped.robot_spec
+        path = next_episode_path(self.episode_dir, f"online_{robot.task}")
+        builder = EpisodeBuilder(self.spec, episode_id=f"{robot.task}-online-{uuid.uuid4().hex[:12]}", task=robot.task,
+                                 instruction=robot.instruction, source="online", robot=robot.robot,
+                                 operator="scripted_intervention", file_path=str(path))
+        self._refresh_params()
+        observation, info = self.env.reset(seed=self.seed + self.episodes)
+        self.policy.reset()
+        builder.start(observation)
+        action = self.policy.act(observation)
+        while True:
+            embedding, state = self.policy.last_embedding, observation["state"]
+            observation, reward, terminated, truncated, info = self.env.step(action)
+            executed, intervened = info["executed_action"], bool(info[INFO_INTERVENTION])
+            self.writer.append({"observation": {"embedding": embedding, "state": state}, "action": executed,
+                                "reward": reward, "discount": 0.0 if terminated else 1.0, "mc_return": 0.0,
+                                "intervention": intervened})
+            self.writer.flush()
+            builder.add(executed, reward, observation, terminated=terminated, intervention=intervened,
+                        policy_version=self.version)
+            self.steps_done += 1
+            self._refresh_params()  # new parameters apply from the next step on
+            action = self.policy.act(observation)  # also embeds the new observation
+            if terminated or truncated or self.stop.is_set():
+                break
+        self.writer.append({"observation": {"embedding": self.policy.last_embedding, "state": observation["state"]},
+                            "action": np.zeros(self.spec.action_dim, np.float32), "reward": 0.0,
+                            "discount": 0.0 if terminated else 1.0, "mc_return": 0.0, "intervention": False})
+        self.writer.end_episode()
+        success = bool(info.get(INFO_SUCCESS))
+        write_raw_episode(path, builder.finish(success=success), self.spec)
+        self.episodes += 1
+        self.on_episode(EpisodeStats(index=self.episodes, length=builder.num_transitions, success=success,
+                                     intervention_steps=int(info.get("intervention_steps", 0)),
+                                     intervention_segments=int(info.get("intervention_segments", 0)),
+                                     policy_version=self.version, env_steps_total=self.steps_done,
+                                     wall_time=time.time()))
+
+
+def summarize_episodes(episodes: list[EpisodeStats]) -> dict:
+    """Totals over the online episodes of a run."""
+    steps = sum(e.length for e in episodes)
+    return {
+        "online_episodes": len(episodes),
+        "online_success_rate": float(np.mean([e.success for e in episodes])) if episodes else float("nan"),
+        "intervention_rate": sum(e.intervention_steps for e in episodes) / steps if steps else 0.0,
+        "interventions": sum(e.intervention_segments for e in episodes),
+        "env_steps": steps,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineSettings:
+    """Knobs of the online stage.
+
+    Attributes:
+      env_steps: robot steps to collect.
+      teleop: the human device (`scripted_intervention` on the simulator, `spacemouse`, ...).
+      updates_per_env_step: learner updates each collected step pays for (the UTD ratio; the
+        online table's rate limiter holds it).
+      publish_every: learner steps between parameter publications to the actor.
+      reset_optimizer: start the online stage with fresh Adam states (the reference code does).
+      min_online: online transitions before learning starts.
+    """
+
+    env_steps: int = 2000
+    teleop: str = "scripted_intervention"
+    updates_per_env_step: float = 1.0
+    publish_every: int = 10
+    reset_optimizer: bool = True
+    min_online: int = 100
+
+
+def run_online(options, config, loss, settings: OnlineSettings) -> dict:
+    """HIL-ConRFT from an offline (Cal-ConRFT) workdir; returns the final evaluation + online figures."""
+    import jax
+
+    from vlarft.agents import training
+    from vlarft.agents.checkpointing import Checkpointer
+    from vlarft.agents.config import config_to_json
+    from vlarft.agents.export import export_policy, load_policy_export
+    from vlarft.agents.learner import Learner
+    from vlarft.agents.metrics_log import TrainingLog, check_finite
+    from vlarft.datasets.reader import dataset_spec
+    from vlarft.datasets.replay import (ReplayConfig, ReplayServer, TransitionWriter, load_rlds_into_table,
+                                        make_batch_iterator, mixed_counts, route_by_intervention, transition_signature)
+    from vlarft.robot_io.intervention import InterventionWrapper
+    from vlarft.robot_io.teleop import make_teleop
+
+    start = time.time()
+    if not options.init_from:
+        raise training.ConfigMismatchError("--stage=online needs --init_from=OFFLINE_WORKDIR (a Cal-ConRFT run)")
+    export = load_policy_export(options.init_from)
+    if export.meta.get("stage") != "offline":
+        raise training.ConfigMismatchError(f"{options.init_from} holds a {export.meta.get('stage')!r} policy; "
+                                           f"--init_from must be an offline (Cal-ConRFT) workdir")
+    dataset_dir = options.dataset_dir or export.meta["dataset_dir"]
+    spec = dataset_spec(dataset_dir)
+    options = dataclasses.replace(options, dataset_dir=dataset_dir)
+    training.check_dataset(spec, options, {**export.meta["spec"], "source": "the offline policy"})
+    checkpointer, resumed = training.open_checkpointer(options, config, "online")
+    train = dataclasses.replace(config.train, online_fraction=0.5)
+    replay_config = ReplayConfig.for_training(train, settings.updates_per_env_step, min_size_online=settings.min_online)
+    keys = ("embedding", "state")
+    signature = transition_signature(spec, keys)
+    server = ReplayServer.from_config(replay_config, signature)
+    episodes: list[EpisodeStats] = []
+    stop = threading.Event()
+    log = TrainingLog(options.workdir, settings.env_steps, 0, "online env steps", options.show_progress)
+    try:
+        load_rlds_into_table(dataset_dir, "train", server.client, replay_config.demo_table, observation_keys=keys,
+                             return_config=config.returns, progress=options.show_progress)
+        learner = Learner(config, loss, spec.action_dim, tuple(spec.cameras), np.asarray(export.normalizer.mean),
+                          np.asarray(export.normalizer.std))
+        counts = mixed_counts(train.batch_size, 0.5)
+        demo_only = make_batch_iterator(server.address, {replay_config.demo_table: train.batch_size}, signature)
+        state = learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only))
+        demo_only.close()
+        if resumed:
+            state, _ = checkpointer.restore(state)
+        else:
+            offline = Checkpointer(Path(options.init_from) / "checkpoints")
+            state, _ = offline.restore(state)
+            offline.close()
+            state = learner.reset_optimizers(state) if settings.reset_optimizer else state
+        first_step = int(state.step)
+        store = ParameterStore()
+        store.publish(state.head_params, first_step)
+        env_factory = training.eval_env_factory(options, spec)
+        base_env = env_factory()
+        device = make_teleop(settings.teleop, env=base_env, seed=config.train.seed) if settings.teleop.startswith(
+            "scripted") else make_teleop(settings.teleop)
+        writer = TransitionWriter(server.client, route_by_intervention(replay_config.online_table, replay_config.demo_table))
+        episode_dir = Path(options.workdir) / "episodes"
+        episode_dir.mkdir(parents=True, exist_ok=True)
+        raw_spec = dataclasses.replace(spec, embedding_dim=0, with_mc_return=False)  # what the robot records
+        actor = OnlineActor(env=InterventionWrapper(base_env, device), policy=export.policy(deterministic=False, seed=config.train.seed),
+                            writer=writer, store=store, episode_dir=str(episode_dir), spec=raw_spec, env_steps=settings.env_steps,
+                            seed=config.train.seed + 50_000 + first_step, on_episode=episodes.append, stop=stop)
+        meta = {**export.meta, "stage": "online", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
+                "online": dataclasses.asdict(settings), "offline_from": os.path.abspath(options.init_from)}
+        actor.start()
+        state = _learn_while_acting(learner, state, server.address, counts, signature, actor, store, settings,
+                                    checkpointer, meta, log, episodes)
+        actor.join()
+        if actor.error is not None:
+            raise actor.error
+        checkpointer.save(int(state.step), state, meta)
+        policy = export.policy()
+        policy.set_params(head_params=state.head_params)
+        final = training.robot_evaluation(policy, options, config, spec, int(state.step))
+        export_policy(options.workdir, export.backbone_params, state.head_params,
+                      {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
+    finally:
+        stop.set()
+        log.close()
+        server.stop()
+        checkpointer.close()
+    return {**final, **summarize_episodes(episodes), "learner_steps": int(state.step) - first_step,
+            "wall_s": time.time() - start, "online_minutes": (time.time() - start) / 60}
+
+
+def _learn_while_acting(learner, state, address, counts, signature, actor, store, settings, checkpointer, meta, log,
+                        episodes) -> Any:
+    """The learner loop: update while the actor collects; publish; log episodes; checkpoint."""
+    import jax
+
+    from vlarft.agents.metrics_log import check_finite
+    from vlarft.datasets.replay import make_batch_iterator
+
+    logged = 0
+    batches = None
+    while True:
+        if batches is None:
+            batches = make_batch_iterator(address, counts, signature, rate_limiter_timeout_ms=1000)
+        try:
+            new_state, metrics = learner.step(state, batches)
+        except StopIteration:  # the rate limiter held us back for a while
+            batches.close()
+            batches = None
+            if actor.stop.is_set():
+                break
+            continue
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        check_finite(metrics, int(new_state.step))
+        state = new_state
+        step = int(state.step)
+        if step % settings.publish_every == 0:
+            store.publish(state.head_params, step)
+        if step % learner.config.train.log_every == 0:
+            log.scalars(step, metrics, prefix="train/")
+        if step % learner.config.train.checkpoint_every == 0:
+            checkpointer.save(step, state, meta)
+        for stats in episodes[logged:]:
+            log.scalars(stats.env_steps_total, {"success": float(stats.success), "length": stats.length,
+                                                "intervention_rate": stats.intervention_rate,
+                                                "policy_version": stats.policy_version}, prefix="online/")
+            logged += 1
+        log.progress(actor.steps_done, metrics)
+    if batches is not None:
+        batches.close()
+    return state
