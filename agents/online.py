@@ -156,6 +156,9 @@ class OnlineSettings:
       publish_every: learner steps between parameter publications to the actor.
       reset_optimizer: start the online stage with fresh Adam states (the reference code does).
       min_online: online transitions before learning starts.
+      max_actor_lead: when > 0, the actor blocks once it is this many steps ahead of the
+        learner's update-to-data budget (a strict UTD for simulators and tests); 0 = a robot
+        never waits for the learner.
     """
 
     env_steps: int = 2000
@@ -164,6 +167,7 @@ class OnlineSettings:
     publish_every: int = 10
     reset_optimizer: bool = True
     min_online: int = 100
+    max_actor_lead: int = 0
 
 
 def run_online(options, config, loss, settings: OnlineSettings) -> dict:
@@ -196,6 +200,9 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     checkpointer, resumed = training.open_checkpointer(options, config, "online")
     train = dataclasses.replace(config.train, online_fraction=0.5)
     replay_config = ReplayConfig.for_training(train, settings.updates_per_env_step, min_size_online=settings.min_online)
+    if settings.max_actor_lead:
+        spi, offset = replay_config.samples_per_insert, settings.min_online * replay_config.samples_per_insert
+        replay_config = dataclasses.replace(replay_config, error_buffer=(offset - 2 * spi, offset + settings.max_actor_lead * spi))
     keys = ("embedding", "state")
     signature = transition_signature(spec, keys)
     server = ReplayServer.from_config(replay_config, signature)
@@ -238,6 +245,7 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         state = _learn_while_acting(learner, state, server.address, counts, signature, actor, store, settings,
                                     checkpointer, meta, log, episodes)
         actor.join()
+        actor.env.close()
         if actor.error is not None:
             raise actor.error
         checkpointer.save(int(state.step), state, meta)
@@ -251,7 +259,8 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         log.close()
         server.stop()
         checkpointer.close()
-    return {**final, **summarize_episodes(episodes), "learner_steps": int(state.step) - first_step,
+    return {**final, **summarize_episodes(episodes), "replay_items_written": dict(writer.items_written),
+            "learner_steps": int(state.step) - first_step,
             "wall_s": time.time() - start, "online_minutes": (time.time() - start) / 60}
 
 

@@ -21,8 +21,10 @@ REPORT_METRICS: dict[str, tuple[str, str, tuple[float, float] | None, tuple[str,
     "success_rate": ("Success rate", "success rate", RATE_LIMITS, ("eval/success_rate",)),
     "episode_length": ("Episode length", "steps", None, ("eval/mean_episode_length", "eval/mean_success_length")),
     "intervention_rate": ("Intervention rate", "intervened steps / steps", RATE_LIMITS,
-                          ("train/intervention_rate", "eval/intervention_rate")),
+                          ("train/intervention_rate", "eval/intervention_rate", "online/intervention_rate")),
 }
+# Tags whose TensorBoard step is not the learner step (the online actor logs per episode at env steps).
+STEP_UNITS = {"online/": "env steps"}
 SUCCESS_COLOUR, FAILURE_COLOUR = "#2ca02c", "#d62728"
 
 
@@ -142,8 +144,9 @@ def plot_episode_lengths(lengths: Sequence[int], successes: Sequence[bool], path
 
 def training_report(workdir: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
     """PNGs of success rate, episode length and (if logged) intervention rate, each against learner
-    steps (`<metric>_vs_steps.png`) and wall-clock minutes since the run's first scalar
-    (`<metric>_vs_minutes.png`). Returns the paths written (none when nothing was evaluated)."""
+    steps (`<metric>_vs_steps.png`; `online/` tags are logged at env steps, the axis says so) and
+    wall-clock minutes since the run's first scalar (`<metric>_vs_minutes.png`). Returns the paths
+    written (none when the run logged none of these)."""
     scalars = read_scalars(workdir)
     start = min((wall for points in scalars.values() for _, wall, _ in points), default=0.0)
     run, out, written = Path(os.path.abspath(workdir)).name, Path(out_dir), []
@@ -151,9 +154,17 @@ def training_report(workdir: str | os.PathLike, out_dir: str | os.PathLike) -> l
         logged = {tag: scalars[tag] for tag in tags if scalars.get(tag)}
         if not logged:
             continue
-        by_step = {tag: [(step, value) for step, _, value in points] for tag, points in logged.items()}
+        units = {tag: _step_unit(tag) for tag in logged}
+        same_unit = len(set(units.values())) == 1
+        by_step = {tag if same_unit else f"{tag} (x: {units[tag]})": [(step, value) for step, _, value in points]
+                   for tag, points in logged.items()}
+        xlabel = next(iter(units.values())) if same_unit else "step (see legend)"
         by_time = {tag: [((wall - start) / 60.0, value) for _, wall, value in points] for tag, points in logged.items()}
         title = f"{title} ({run})"
-        written.append(plot_curves(by_step, out / f"{stem}_vs_steps.png", title, "learner steps", ylabel, ylim))
+        written.append(plot_curves(by_step, out / f"{stem}_vs_steps.png", title, xlabel, ylabel, ylim))
         written.append(plot_curves(by_time, out / f"{stem}_vs_minutes.png", title, "wall-clock minutes", ylabel, ylim))
     return written
+
+
+def _step_unit(tag: str) -> str:
+    return next((unit for prefix, unit in STEP_UNITS.items() if tag.startswith(prefix)), "learner steps")

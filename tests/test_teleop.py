@@ -435,7 +435,7 @@ def test_gamepad_missing_says_hold_rb(monkeypatch):
 
 
 def test_make_teleop_errors():
-    assert DEVICES == ("scripted", "spacemouse", "keyboard", "gamepad")
+    assert DEVICES == ("scripted", "scripted_intervention", "spacemouse", "keyboard", "gamepad")
     with pytest.raises(ValueError) as err:
         make_teleop("joystick9000")
     assert all(name in str(err.value) for name in DEVICES)

@@ -60,9 +60,14 @@ def test_sft_bc_error_falls_well_below_its_start(sft_run):
     assert list((Path(workdir) / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_embedding_job_and_offline_cli(demos, sft_run, tmp_path):
+@pytest.fixture(scope="module")
+def embedded(demos, sft_run):
     root, dataset_dir = demos
-    embedded = embed_dataset(dataset_dir, sft_run[0], str(root / "data"), log=QUIET)
+    return embed_dataset(dataset_dir, sft_run[0], str(root / "data"), log=QUIET)
+
+
+def test_embedding_job_and_offline_cli(demos, embedded, tmp_path):
+    root, dataset_dir = demos
     assert embedded.spec.embedding_dim == get_config("tiny").backbone.width
     plan = lambda d: json.loads((Path(d) / "plan.json").read_text())["splits"]
     assert plan(embedded.dataset_dir) == plan(dataset_dir)  # the splits are kept
@@ -159,3 +164,30 @@ def test_sft_starts_from_a_local_backbone_checkpoint(demos, sft_run, tmp_path):
     small = dataclasses.replace(tiny_config(), backbone=dataclasses.replace(tiny_config().backbone, width=32, heads=2))
     with pytest.raises(ValueError, match="backbone checkpoint .*pretrained.msgpack"):
         training.run_sft(dataclasses.replace(options, workdir=str(tmp_path / "bad")), small)
+
+
+def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, tmp_path):
+    from vlarft.agents.online import OnlineSettings, run_online
+    from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
+
+    offline = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=20,
+                                    eval_episodes=0, show_progress=False)
+    training.run_offline(offline, tiny_config(), loss_preset("paper", "offline"))
+    online = training.StageOptions(dataset_dir="", workdir=str(tmp_path / "online"), steps=0, eval_episodes=1,
+                                   init_from=str(tmp_path / "offline"), show_progress=False)
+    settings = OnlineSettings(env_steps=120, teleop="scripted", min_online=40, publish_every=2, max_actor_lead=10)
+    result = run_online(online, tiny_config(), loss_preset("paper", "online"), settings)
+    assert result["env_steps"] >= 120 and result["intervention_rate"] == 1.0  # the scripted human drove
+    assert result["replay_items_written"]["online"] == result["env_steps"]
+    assert result["replay_items_written"]["demo"] == result["env_steps"]  # interventions also go to demo
+    assert result["learner_steps"] > 0 and {"success_rate", "mean_episode_length", "episodes"} <= set(result)
+    files = list_raw_episodes(tmp_path / "online" / "episodes")
+    assert len(files) == result["online_episodes"]
+    versions = []
+    for path in files:
+        episode, _ = read_raw_episode(path)
+        assert episode["episode_metadata"]["source"] == "online"
+        assert episode["steps"]["intervention"][:-1].all()
+        versions.extend(episode["steps"]["policy_version"][:-1].tolist())
+    assert versions[0] == 20 and versions[-1] > versions[0]  # the actor picked up new parameters
+    assert versions == sorted(versions)

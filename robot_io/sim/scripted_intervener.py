@@ -40,10 +40,11 @@ class IntervenerKnobs:
       reaction_delay: steps between noticing a problem and taking over (2 = 0.2 s).
       probability: chance that a noticed problem is acted on; an ignored one is reconsidered
         after another `patience` steps (1.0 = always).
-      burst_steps: longest correction burst, steps (30).
+      burst_steps: longest correction burst, steps (35 = 3.5 s: long enough for the noisy operator
+        to finish most tasks from the start pose).
       release_progress: hand back early once the task error fell this much since the burst
         began, m; None = always drive the full burst (default).
-      min_burst_steps: shortest burst when `release_progress` is set, steps.
+      min_burst_steps: shortest burst when `release_progress` is set, steps (5).
       max_interventions: bursts allowed per episode (3).
       edge_margin: "bad state" when the TCP is this close to a side or the top of the workspace
         box, m (the table-side bound is excluded: grasping happens there).
@@ -58,7 +59,7 @@ class IntervenerKnobs:
     progress_margin: float = 0.005
     reaction_delay: int = 2
     probability: float = 1.0
-    burst_steps: int = 30
+    burst_steps: int = 35
     release_progress: float | None = None
     min_burst_steps: int = 5
     max_interventions: int = 3
