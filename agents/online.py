@@ -68,10 +68,12 @@ class EpisodeStats:
 class OnlineActor(threading.Thread):
     """Runs online episodes until `env_steps` steps are done or `stop` is set."""
 
-    def __init__(self, *, env, policy, writer, store: ParameterStore, episode_dir: str, spec: EpisodeSpec,
-                 env_steps: int, seed: int, on_episode: Callable[[EpisodeStats], None], stop: threading.Event):
+    def __init__(self, *, make_env: Callable[[], Any], policy, writer, store: ParameterStore, episode_dir: str,
+                 spec: EpisodeSpec, env_steps: int, seed: int, on_episode: Callable[[EpisodeStats], None],
+                 stop: threading.Event):
         super().__init__(name="online-actor", daemon=True)
-        self.env, self.policy, self.writer, self.store = env, policy, writer, store
+        self.make_env, self.env = make_env, None  # built in the actor's thread: its GL context lives there
+        self.policy, self.writer, self.store = policy, writer, store
         self.episode_dir, self.spec, self.env_steps, self.seed = episode_dir, spec, env_steps, seed
         self.on_episode, self.stop = on_episode, stop
         self.version, self.steps_done, self.episodes = -1, 0, 0
@@ -79,12 +81,15 @@ class OnlineActor(threading.Thread):
 
     def run(self) -> None:
         try:
+            self.env = self.make_env()
             while self.steps_done < self.env_steps and not self.stop.is_set():
                 self._episode()
         except BaseException as e:  # surfaced by the learner thread
             self.error = e
         finally:
             self.stop.set()
+            if self.env is not None:
+                self.env.close()
 
     def _refresh_params(self) -> None:
         params, version = self.store.latest()
@@ -229,14 +234,18 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         store = ParameterStore()
         store.publish(state.head_params, first_step)
         env_factory = training.eval_env_factory(options, spec)
-        base_env = env_factory()
-        device = make_teleop(settings.teleop, env=base_env, seed=config.train.seed) if settings.teleop.startswith(
-            "scripted") else make_teleop(settings.teleop)
+
+        def make_actor_env():
+            base_env = env_factory()
+            device = make_teleop(settings.teleop, env=base_env, seed=config.train.seed) if settings.teleop.startswith(
+                "scripted") else make_teleop(settings.teleop)
+            return InterventionWrapper(base_env, device)
+
         writer = TransitionWriter(server.client, route_by_intervention(replay_config.online_table, replay_config.demo_table))
         episode_dir = Path(options.workdir) / "episodes"
         episode_dir.mkdir(parents=True, exist_ok=True)
         raw_spec = dataclasses.replace(spec, embedding_dim=0, with_mc_return=False)  # what the robot records
-        actor = OnlineActor(env=InterventionWrapper(base_env, device), policy=export.policy(deterministic=False, seed=config.train.seed),
+        actor = OnlineActor(make_env=make_actor_env, policy=export.policy(deterministic=False, seed=config.train.seed),
                             writer=writer, store=store, episode_dir=str(episode_dir), spec=raw_spec, env_steps=settings.env_steps,
                             seed=config.train.seed + 50_000 + first_step, on_episode=episodes.append, stop=stop)
         meta = {**export.meta, "stage": "online", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
@@ -245,7 +254,6 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         state = _learn_while_acting(learner, state, server.address, counts, signature, actor, store, settings,
                                     checkpointer, meta, log, episodes)
         actor.join()
-        actor.env.close()
         if actor.error is not None:
             raise actor.error
         checkpointer.save(int(state.step), state, meta)
