@@ -180,16 +180,14 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     import jax
 
     from vlarft.agents import training
+    from vlarft.agents.builder import ConRFTBuilder, ReplayPlan
     from vlarft.agents.checkpointing import Checkpointer
     from vlarft.agents.config import config_to_json
     from vlarft.agents.export import export_policy, load_policy_export
-    from vlarft.agents.learner import Learner
-    from vlarft.agents.metrics_log import TrainingLog, check_finite
+    from vlarft.agents.metrics_log import TrainingLog
     from vlarft.datasets.reader import dataset_spec
-    from vlarft.datasets.replay import (ReplayConfig, ReplayServer, TransitionWriter, load_rlds_into_table,
-                                        make_batch_iterator, mixed_counts, route_by_intervention, transition_signature)
     from vlarft.robot_io.intervention import InterventionWrapper
-    from vlarft.robot_io.teleop import make_teleop
+    from vlarft.robot_io.teleop import make_device_for
 
     start = time.time()
     if not options.init_from:
@@ -203,24 +201,17 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     options = dataclasses.replace(options, dataset_dir=dataset_dir)
     training.check_dataset(spec, options, {**export.meta["spec"], "source": "the offline policy"})
     checkpointer, resumed = training.open_checkpointer(options, config, "online")
-    train = dataclasses.replace(config.train, online_fraction=0.5)
-    replay_config = ReplayConfig.for_training(train, settings.updates_per_env_step, min_size_online=settings.min_online)
-    if settings.max_actor_lead:
-        spi, offset = replay_config.samples_per_insert, settings.min_online * replay_config.samples_per_insert
-        replay_config = dataclasses.replace(replay_config, error_buffer=(offset - 2 * spi, offset + settings.max_actor_lead * spi))
-    keys = ("embedding", "state")
-    signature = transition_signature(spec, keys)
-    server = ReplayServer.from_config(replay_config, signature)
+    builder = ConRFTBuilder(config, loss, spec, export, ReplayPlan(online_fraction=0.5,
+                            updates_per_env_step=settings.updates_per_env_step, min_online=settings.min_online,
+                            max_actor_lead=settings.max_actor_lead))
+    server = builder.make_replay_server()
     episodes: list[EpisodeStats] = []
     stop = threading.Event()
     log = TrainingLog(options.workdir, settings.env_steps, 0, "online env steps", options.show_progress)
     try:
-        load_rlds_into_table(dataset_dir, "train", server.client, replay_config.demo_table, observation_keys=keys,
-                             return_config=config.returns, progress=options.show_progress)
-        learner = Learner(config, loss, spec.action_dim, tuple(spec.cameras), np.asarray(export.normalizer.mean),
-                          np.asarray(export.normalizer.std))
-        counts = mixed_counts(train.batch_size, 0.5)
-        demo_only = make_batch_iterator(server.address, {replay_config.demo_table: train.batch_size}, signature)
+        builder.load_demos(server, dataset_dir, options.show_progress)
+        learner = builder.make_learner()
+        demo_only = builder.make_iterator(server.address, demo_only=True)
         state = learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only))
         demo_only.close()
         if resumed:
@@ -237,29 +228,25 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
 
         def make_actor_env():
             base_env = env_factory()
-            device = make_teleop(settings.teleop, env=base_env, seed=config.train.seed) if settings.teleop.startswith(
-                "scripted") else make_teleop(settings.teleop)
-            return InterventionWrapper(base_env, device)
+            return InterventionWrapper(base_env, make_device_for(settings.teleop, base_env, config.train.seed))
 
-        writer = TransitionWriter(server.client, route_by_intervention(replay_config.online_table, replay_config.demo_table))
+        writer = builder.make_transition_writer(server.client)
         episode_dir = Path(options.workdir) / "episodes"
         episode_dir.mkdir(parents=True, exist_ok=True)
         raw_spec = dataclasses.replace(spec, embedding_dim=0, with_mc_return=False)  # what the robot records
-        actor = OnlineActor(make_env=make_actor_env, policy=export.policy(deterministic=False, seed=config.train.seed),
+        actor = OnlineActor(make_env=make_actor_env, policy=builder.make_policy(deterministic=False, seed=config.train.seed),
                             writer=writer, store=store, episode_dir=str(episode_dir), spec=raw_spec, env_steps=settings.env_steps,
                             seed=config.train.seed + 50_000 + first_step, on_episode=episodes.append, stop=stop)
         meta = {**export.meta, "stage": "online", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "online": dataclasses.asdict(settings), "offline_from": os.path.abspath(options.init_from)}
         actor.start()
-        state = _learn_while_acting(learner, state, server.address, counts, signature, actor, store, settings,
+        state = _learn_while_acting(learner, state, builder, server.address, actor, store, settings,
                                     checkpointer, meta, log, episodes)
         actor.join()
         if actor.error is not None:
             raise actor.error
         checkpointer.save(int(state.step), state, meta)
-        policy = export.policy()
-        policy.set_params(head_params=state.head_params)
-        final = training.robot_evaluation(policy, options, config, spec, int(state.step))
+        final = training.robot_evaluation(builder.make_policy(state.head_params), options, config, spec, int(state.step))
         export_policy(options.workdir, export.backbone_params, state.head_params,
                       {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
     finally:
@@ -272,19 +259,18 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
             "wall_s": time.time() - start, "online_minutes": (time.time() - start) / 60}
 
 
-def _learn_while_acting(learner, state, address, counts, signature, actor, store, settings, checkpointer, meta, log,
+def _learn_while_acting(learner, state, builder, address, actor, store, settings, checkpointer, meta, log,
                         episodes) -> Any:
     """The learner loop: update while the actor collects; publish; log episodes; checkpoint."""
     import jax
 
     from vlarft.agents.metrics_log import check_finite
-    from vlarft.datasets.replay import make_batch_iterator
 
     logged = 0
     batches = None
     while True:
         if batches is None:
-            batches = make_batch_iterator(address, counts, signature, rate_limiter_timeout_ms=1000)
+            batches = builder.make_iterator(address, rate_limiter_timeout_ms=1000)
         try:
             new_state, metrics = learner.step(state, batches)
         except StopIteration:  # the rate limiter held us back for a while

@@ -276,9 +276,7 @@ def embedding_source(dataset_dir: str) -> str:
 
 def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) -> dict:
     """Cal-ConRFT: Cal-QL critic + consistency actor on cached embeddings served by Reverb."""
-    from vlarft.agents.learner import Learner
-    from vlarft.datasets.replay import (ReplayConfig, ReplayServer, load_rlds_into_table, make_batch_iterator,
-                                        transition_signature)
+    from vlarft.agents.builder import ConRFTBuilder
 
     start = time.time()
     spec = dataset_spec(options.dataset_dir)
@@ -292,18 +290,12 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     if export.config.backbone.width != spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: embeddings have width {spec.embedding_dim}, the policy's "
                                   f"backbone outputs {export.config.backbone.width}")
-    normalizer = export.normalizer
-    keys = ("embedding", "state") + (tuple(f"image_{c}" for c in spec.cameras) if config.critic.input == "pixels" else ())
-    replay_config = ReplayConfig(observation_keys=keys)
-    signature = transition_signature(spec, keys)
-    server = ReplayServer.from_config(replay_config, signature)
+    builder = ConRFTBuilder(config, loss, spec, export)
+    server = builder.make_replay_server()
     try:
-        loaded = load_rlds_into_table(options.dataset_dir, "train", server.client, replay_config.demo_table,
-                                      observation_keys=keys, return_config=config.returns,
-                                      progress=options.show_progress)
-        batches = make_batch_iterator(server.address, {replay_config.demo_table: config.train.batch_size}, signature)
-        learner = Learner(config, loss, spec.action_dim, tuple(spec.cameras), np.asarray(normalizer.mean),
-                          np.asarray(normalizer.std))
+        loaded = builder.load_demos(server, options.dataset_dir, options.show_progress)
+        batches = builder.make_iterator(server.address)
+        learner = builder.make_learner()
         state = learner.init(jax.random.PRNGKey(config.train.seed), next(batches))
         start_step = 0
         if resumed:
@@ -324,8 +316,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
         held_out = _embedded_steps(options.dataset_dir, _held_out_split(options.dataset_dir))
 
         def evaluate_fn(s, step):
-            policy = export.policy()
-            policy.set_params(head_params=s.head_params)
+            policy = builder.make_policy(s.head_params)
             bc = learner.bc_error(s, held_out["embedding"], held_out["state"], held_out["action"])
             return {"bc_action_mse": bc, **robot_evaluation(policy, options, config, spec, step)}
 

@@ -31,7 +31,7 @@ from vlarft.datasets.schema import EpisodeSpec
 from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_SUCCESS, state_slice
 from vlarft.robot_io.factory import make_env
 from vlarft.robot_io.intervention import InterventionWrapper
-from vlarft.robot_io.teleop import make_teleop
+from vlarft.robot_io.teleop import make_device_for
 from vlarft.robot_io.teleop.base import END_EPISODE, FAILURE, RERECORD, SUCCESS
 
 
@@ -100,7 +100,7 @@ def record(env_name: str, teleop: str, episodes: int, out_dir: str, *, seed: int
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base_env = make_env(env_name, image_size=image_size) if env_name.startswith("sim:") else make_env(env_name)
-    device = make_teleop(teleop, env=base_env, seed=seed) if teleop == "scripted" else make_teleop(teleop)
+    device = make_device_for(teleop, base_env, seed)
     env = InterventionWrapper(base_env, device)
     spec = base_env.unwrapped.robot_spec
     episode_spec = EpisodeSpec.from_robot_spec(spec)

@@ -58,3 +58,9 @@ def make_teleop(name: str, env: Any = None, **kwargs: Any) -> TeleopDevice:
 
         return GamepadTeleop(**kwargs)
     raise ValueError(f"unknown teleop device {name!r}; known: {', '.join(DEVICES)}")
+
+
+def make_device_for(name: str, env: Any, seed: int = 0) -> TeleopDevice:
+    """`make_teleop` for a tool driving `env`: scripted devices get the env and a seed, hardware
+    devices their default config."""
+    return make_teleop(name, env=env, seed=seed) if name.startswith("scripted") else make_teleop(name)
