@@ -28,7 +28,8 @@ import numpy as np
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
 from vlarft.datasets.schema import EpisodeSpec
-from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_SUCCESS
+from vlarft.robot_io.contract import INFO_INTERVENTION
+from vlarft.robot_io.intervention import operator_outcome
 
 
 class ParameterStore:
@@ -111,12 +112,14 @@ class OnlineActor(threading.Thread):
         while True:
             embedding, state = self.policy.last_embedding, observation["state"]
             observation, reward, terminated, truncated, info = self.env.step(action)
+            outcome = operator_outcome(reward, terminated, truncated, info)
+            terminated, truncated = outcome.terminated, outcome.truncated or outcome.rerecord
             executed, intervened = info["executed_action"], bool(info[INFO_INTERVENTION])
             self.writer.append({"observation": {"embedding": embedding, "state": state}, "action": executed,
-                                "reward": reward, "discount": 0.0 if terminated else 1.0, "mc_return": 0.0,
+                                "reward": outcome.reward, "discount": 0.0 if terminated else 1.0, "mc_return": 0.0,
                                 "intervention": intervened})
             self.writer.flush()
-            builder.add(executed, reward, observation, terminated=terminated, intervention=intervened,
+            builder.add(executed, outcome.reward, observation, terminated=terminated, intervention=intervened,
                         policy_version=self.version)
             self.steps_done += 1
             self._refresh_params()  # new parameters apply from the next step on
@@ -127,8 +130,9 @@ class OnlineActor(threading.Thread):
                             "action": np.zeros(self.spec.action_dim, np.float32), "reward": 0.0,
                             "discount": 0.0 if terminated else 1.0, "mc_return": 0.0, "intervention": False})
         self.writer.end_episode()
-        success = bool(info.get(INFO_SUCCESS))
-        write_raw_episode(path, builder.finish(success=success), self.spec)
+        success = outcome.success
+        if not outcome.rerecord:  # (its steps already reached replay; only the RLDS record is dropped)
+            write_raw_episode(path, builder.finish(success=success), self.spec)
         self.episodes += 1
         self.on_episode(EpisodeStats(index=self.episodes, length=builder.num_transitions, success=success,
                                      intervention_steps=int(info.get("intervention_steps", 0)),

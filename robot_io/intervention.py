@@ -25,14 +25,15 @@ keyboard window) get every observation. `close()` closes the device and the env.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_INTERVENTION_ACTION
+from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_INTERVENTION_ACTION, INFO_SUCCESS
 from vlarft.robot_io.teleop.common import GRIPPER_OPEN
-from vlarft.robot_io.teleop.base import PAUSE, TeleopDevice
+from vlarft.robot_io.teleop.base import END_EPISODE, FAILURE, PAUSE, RERECORD, SUCCESS, TeleopDevice
 
 
 def checked_action(action: Any, space: gym.spaces.Box, what: str) -> np.ndarray:
@@ -130,3 +131,30 @@ class InterventionWrapper(gym.Wrapper):
             "intervention_steps": self.intervention_steps,
             "paused": self.paused,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    """One env step after the operator's buttons were applied."""
+
+    reward: float
+    terminated: bool
+    truncated: bool
+    success: bool
+    rerecord: bool
+
+
+def operator_outcome(reward: float, terminated: bool, truncated: bool, info: dict) -> StepOutcome:
+    """Applies this step's operator buttons to the env's step result.
+
+    SUCCESS / FAILURE end the episode as a true terminal with reward 1 / 0 (a success the env
+    itself detected stands); END_EPISODE ends it as a time-limit end (bootstrapped);
+    RERECORD asks the caller to discard the episode.
+    """
+    buttons = info.get("buttons", frozenset())
+    success = bool(info.get(INFO_SUCCESS))
+    if not success and (SUCCESS in buttons or FAILURE in buttons):
+        success = SUCCESS in buttons
+        reward, terminated = float(success), True
+    truncated = (truncated or END_EPISODE in buttons) and not terminated
+    return StepOutcome(float(reward), bool(terminated), bool(truncated), success, RERECORD in buttons)

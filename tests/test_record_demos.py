@@ -128,3 +128,20 @@ def test_cli_and_ctrl_c_keeps_finished_episodes(tmp_path):
         episode, _ = read_raw_episode(path)
         assert episode["episode_metadata"]["success"]
     assert not [p for p in interrupted.iterdir() if p.name.startswith(".")]
+
+
+def test_operator_outcome_hand_cases():
+    from vlarft.robot_io.intervention import operator_outcome
+    from vlarft.robot_io.teleop.base import END_EPISODE, FAILURE
+
+    plain = operator_outcome(0.0, False, False, {"success": False, "buttons": frozenset()})
+    assert (plain.reward, plain.terminated, plain.truncated, plain.success, plain.rerecord) == (0.0, False, False, False, False)
+    marked = operator_outcome(0.0, False, False, {"success": False, "buttons": frozenset({SUCCESS})})
+    assert (marked.reward, marked.terminated, marked.success) == (1.0, True, True)
+    failed = operator_outcome(0.0, False, False, {"success": False, "buttons": frozenset({FAILURE})})
+    assert (failed.reward, failed.terminated, failed.truncated, failed.success) == (0.0, True, False, False)
+    env_says = operator_outcome(1.0, True, False, {"success": True, "buttons": frozenset({FAILURE})})
+    assert (env_says.reward, env_says.terminated, env_says.success) == (1.0, True, True)  # the env's success stands
+    ended = operator_outcome(0.0, False, False, {"success": False, "buttons": frozenset({END_EPISODE})})
+    assert (ended.terminated, ended.truncated) == (False, True)
+    assert operator_outcome(0.0, False, False, {"buttons": frozenset({RERECORD})}).rerecord

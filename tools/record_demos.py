@@ -28,11 +28,10 @@ import numpy as np
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
 from vlarft.datasets.schema import EpisodeSpec
-from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_SUCCESS, state_slice
+from vlarft.robot_io.contract import INFO_INTERVENTION, state_slice
 from vlarft.robot_io.factory import make_env
-from vlarft.robot_io.intervention import InterventionWrapper
+from vlarft.robot_io.intervention import InterventionWrapper, operator_outcome
 from vlarft.robot_io.teleop import make_device_for
-from vlarft.robot_io.teleop.base import END_EPISODE, FAILURE, RERECORD, SUCCESS
 
 
 @dataclasses.dataclass
@@ -70,23 +69,17 @@ def record_episode(env: InterventionWrapper, builder: EpisodeBuilder, seed: int,
     hold = np.zeros(spec.action_dim, np.float32)
     hold[-1] = 1.0 - 2.0 * float(obs["state"][state_slice("gripper")][0])  # opening 1 -> -1 (open)
     builder.start(obs)
-    marked: bool | None = None
     while True:
         tick = time.monotonic()
         obs, reward, terminated, truncated, info = env.step(hold)
-        buttons = info.get("buttons", frozenset())
-        if RERECORD in buttons:
+        outcome = operator_outcome(reward, terminated, truncated, info)
+        if outcome.rerecord:
             return EpisodeOutcome(None, False, builder.num_transitions)
-        if SUCCESS in buttons or FAILURE in buttons:
-            marked = SUCCESS in buttons
-            reward = float(marked) if not info.get(INFO_SUCCESS) else reward
-            terminated = True
         hold[-1] = info["executed_action"][-1]
-        builder.add(info["executed_action"], reward, obs, terminated=terminated,
+        builder.add(info["executed_action"], outcome.reward, obs, terminated=outcome.terminated,
                     intervention=info.get(INFO_INTERVENTION, False))
-        if terminated or truncated or END_EPISODE in buttons:
-            success = bool(info.get(INFO_SUCCESS)) if marked is None else marked
-            return EpisodeOutcome(builder.finish(success=success), success, builder.num_transitions)
+        if outcome.terminated or outcome.truncated:
+            return EpisodeOutcome(builder.finish(success=outcome.success), outcome.success, builder.num_transitions)
         if realtime_hz:
             time.sleep(max(0.0, 1.0 / realtime_hz - (time.monotonic() - tick)))
 
