@@ -29,7 +29,10 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict) -> None:
+        """Saves `state` as checkpoint `step` (a step already on disk holds that same state: kept)."""
         ocp = self._ocp
+        if step in self.manager.all_steps():
+            return
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vlarft.datasets.episode_builder import EpisodeBuilder
-from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
+from vlarft.datasets.raw_episodes import next_episode_path, recorded_transitions, write_raw_episode
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.robot_io.contract import INFO_INTERVENTION
 from vlarft.robot_io.intervention import operator_outcome
@@ -208,12 +208,13 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     builder = ConRFTBuilder(config, loss, spec, export, ReplayPlan(online_fraction=0.5,
                             updates_per_env_step=settings.updates_per_env_step, min_online=settings.min_online,
                             max_actor_lead=settings.max_actor_lead))
-    server = builder.make_replay_server()
+    server = builder.make_replay_server(checkpoint_dir=str(Path(options.workdir) / "replay"))
     episodes: list[EpisodeStats] = []
     stop = threading.Event()
     log = TrainingLog(options.workdir, settings.env_steps, 0, "online env steps", options.show_progress)
     try:
-        builder.load_demos(server, dataset_dir, options.show_progress)
+        if _table_size(server, builder.replay_config().demo_table) == 0:  # else restored from a replay checkpoint
+            builder.load_demos(server, dataset_dir, options.show_progress)
         learner = builder.make_learner()
         demo_only = builder.make_iterator(server.address, demo_only=True)
         state = learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only))
@@ -237,19 +238,28 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         writer = builder.make_transition_writer(server.client)
         episode_dir = Path(options.workdir) / "episodes"
         episode_dir.mkdir(parents=True, exist_ok=True)
+        done_before = recorded_transitions(episode_dir)  # a resumed run continues its env-step budget
         raw_spec = dataclasses.replace(spec, embedding_dim=0, with_mc_return=False)  # what the robot records
         actor = OnlineActor(make_env=make_actor_env, policy=builder.make_policy(deterministic=False, seed=config.train.seed),
-                            writer=writer, store=store, episode_dir=str(episode_dir), spec=raw_spec, env_steps=settings.env_steps,
+                            writer=writer, store=store, episode_dir=str(episode_dir), spec=raw_spec,
+                            env_steps=max(0, settings.env_steps - done_before),
                             seed=config.train.seed + 50_000 + first_step, on_episode=episodes.append, stop=stop)
         meta = {**export.meta, "stage": "online", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "online": dataclasses.asdict(settings), "offline_from": os.path.abspath(options.init_from)}
         actor.start()
-        state = _learn_while_acting(learner, state, builder, server.address, actor, store, settings,
-                                    checkpointer, meta, log, episodes)
+        save = lambda s: (checkpointer.save(int(s.step), s, meta), server.checkpoint())
+        loop = LearnerLoop(learner, state, builder, server.address, actor, store, settings, save, log, episodes)
+        try:
+            state = loop.run()
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the actor ends its episode (written), then save all
+            stop.set()
+            actor.join()
+            save(loop.state)
+            raise
         actor.join()
         if actor.error is not None:
             raise actor.error
-        checkpointer.save(int(state.step), state, meta)
+        save(state)
         final = training.robot_evaluation(builder.make_policy(state.head_params), options, config, spec, int(state.step))
         export_policy(options.workdir, export.backbone_params, state.head_params,
                       {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
@@ -263,42 +273,54 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
             "wall_s": time.time() - start, "online_minutes": (time.time() - start) / 60}
 
 
-def _learn_while_acting(learner, state, builder, address, actor, store, settings, checkpointer, meta, log,
-                        episodes) -> Any:
-    """The learner loop: update while the actor collects; publish; log episodes; checkpoint."""
-    import jax
+def _table_size(server, table: str) -> int:
+    return server.client.server_info()[table].current_size
 
-    from vlarft.agents.metrics_log import check_finite
 
-    logged = 0
-    batches = None
-    while True:
-        if batches is None:
-            batches = builder.make_iterator(address, rate_limiter_timeout_ms=1000)
+class LearnerLoop:
+    """Updates while the actor collects; publishes parameters, logs episodes, checkpoints.
+
+    `state` always holds the newest learner state, so an interruption can save it.
+    """
+
+    def __init__(self, learner, state, builder, address, actor, store, settings, save, log, episodes):
+        self.learner, self.state, self.builder, self.address = learner, state, builder, address
+        self.actor, self.store, self.settings, self.save, self.log, self.episodes = actor, store, settings, save, log, episodes
+
+    def run(self) -> Any:
+        import jax
+
+        from vlarft.agents.metrics_log import check_finite
+
+        logged, batches, train = 0, None, self.learner.config.train
         try:
-            new_state, metrics = learner.step(state, batches)
-        except StopIteration:  # the rate limiter held us back for a while
-            batches.close()
-            batches = None
-            if actor.stop.is_set():
-                break
-            continue
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        check_finite(metrics, int(new_state.step))
-        state = new_state
-        step = int(state.step)
-        if step % settings.publish_every == 0:
-            store.publish(state.head_params, step)
-        if step % learner.config.train.log_every == 0:
-            log.scalars(step, metrics, prefix="train/")
-        if step % learner.config.train.checkpoint_every == 0:
-            checkpointer.save(step, state, meta)
-        for stats in episodes[logged:]:
-            log.scalars(stats.env_steps_total, {"success": float(stats.success), "length": stats.length,
-                                                "intervention_rate": stats.intervention_rate,
-                                                "policy_version": stats.policy_version}, prefix="online/")
-            logged += 1
-        log.progress(actor.steps_done, metrics)
-    if batches is not None:
-        batches.close()
-    return state
+            while True:
+                if batches is None:
+                    batches = self.builder.make_iterator(self.address, rate_limiter_timeout_ms=1000)
+                try:
+                    new_state, metrics = self.learner.step(self.state, batches)
+                except StopIteration:  # the rate limiter held us back for a while
+                    batches.close()
+                    batches = None
+                    if self.actor.stop.is_set():
+                        return self.state
+                    continue
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                check_finite(metrics, int(new_state.step))
+                self.state = new_state
+                step = int(new_state.step)
+                if step % self.settings.publish_every == 0:
+                    self.store.publish(new_state.head_params, step)
+                if step % train.log_every == 0:
+                    self.log.scalars(step, metrics, prefix="train/")
+                if step % train.checkpoint_every == 0:
+                    self.save(new_state)
+                for stats in self.episodes[logged:]:
+                    self.log.scalars(stats.env_steps_total, {"success": float(stats.success), "length": stats.length,
+                                                             "intervention_rate": stats.intervention_rate,
+                                                             "policy_version": stats.policy_version}, prefix="online/")
+                    logged += 1
+                self.log.progress(self.actor.steps_done, metrics)
+        finally:
+            if batches is not None:
+                batches.close()

@@ -78,8 +78,15 @@ def build_config(args: argparse.Namespace):
     return config
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # SIGTERM saves like Ctrl-C
     from vlarft.agents import training
     from vlarft.agents.config import loss_preset
 

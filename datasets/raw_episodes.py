@@ -97,3 +97,12 @@ def _to_numpy(value) -> np.ndarray:
     if arr.dtype == object:  # strings
         arr = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)])
     return arr
+
+
+def recorded_transitions(directory: str | os.PathLike) -> int:
+    """Real transitions in all raw episode files of a directory (reads only one small column)."""
+    total = 0
+    for path in list_raw_episodes(directory):
+        with np.load(path, allow_pickle=False) as data:
+            total += len(data["steps/is_first"]) - 1
+    return total
