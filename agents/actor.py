@@ -44,9 +44,11 @@ class ConRFTPolicy:
         self.last_embedding: np.ndarray | None = None  # of the observation `act` saw last
 
     def set_params(self, backbone_params=None, head_params=None) -> None:
-        """Swap in new parameters (takes effect at the next step)."""
-        self.backbone_params = self.backbone_params if backbone_params is None else backbone_params
-        self.head_params = self.head_params if head_params is None else head_params
+        """Swap in new parameters (takes effect at the next step; copied to the device once here)."""
+        if backbone_params is not None:
+            self.backbone_params = jax.device_put(backbone_params)
+        if head_params is not None:
+            self.head_params = jax.device_put(head_params)
 
     def reset(self) -> None:
         self.history.reset()

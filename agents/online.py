@@ -25,27 +25,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vlarft.agents.parameters import ParameterStore
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import next_episode_path, recorded_transitions, write_raw_episode
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.robot_io.contract import INFO_INTERVENTION
 from vlarft.robot_io.intervention import operator_outcome
-
-
-class ParameterStore:
-    """Latest actor parameters with a version number, shared between threads."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._params, self._version = None, -1
-
-    def publish(self, params: Any, version: int) -> None:
-        with self._lock:
-            self._params, self._version = params, version
-
-    def latest(self) -> tuple[Any, int]:
-        with self._lock:
-            return self._params, self._version
 
 
 @dataclasses.dataclass

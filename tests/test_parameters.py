@@ -1,0 +1,32 @@
+"""Versioned parameters through a real Reverb server (the path to actors on other machines)."""
+
+import numpy as np
+
+from vlarft.agents.parameters import ParameterStore, ReverbParameterStore, params_table
+
+
+def test_reverb_parameter_store_round_trip_keeps_only_the_newest():
+    import reverb
+
+    server = reverb.Server([params_table()])
+    try:
+        client = reverb.Client(f"localhost:{server.port}")
+        template = {"dense": {"kernel": np.zeros((3, 2), np.float32), "bias": np.zeros(2, np.float32)}}
+        store = ReverbParameterStore(client, template)
+        assert store.latest() == (None, -1)
+        for version in (5, 7):
+            store.publish({"dense": {"kernel": np.full((3, 2), version, np.float32),
+                                     "bias": np.arange(2, dtype=np.float32)}}, version)
+        params, version = store.latest()
+        assert version == 7 and client.server_info()["params"].current_size == 1
+        assert np.array_equal(params["dense"]["kernel"], np.full((3, 2), 7, np.float32))
+        assert np.array_equal(params["dense"]["bias"], np.arange(2, dtype=np.float32))
+    finally:
+        server.stop()
+
+
+def test_in_process_store():
+    store = ParameterStore()
+    assert store.latest() == (None, -1)
+    store.publish({"w": 1}, 3)
+    assert store.latest() == ({"w": 1}, 3)
