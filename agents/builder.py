@@ -60,10 +60,13 @@ class ConRFTBuilder:
 
         return transition_signature(self.spec, self.observation_keys)
 
-    def make_replay_server(self, checkpoint_dir: str | None = None):
-        from vlarft.datasets.replay import ReplayServer
+    def make_replay_server(self, checkpoint_dir: str | None = None, port: int | None = None):
+        """demo + online tables, plus the one-item `params` table actors fetch parameters from."""
+        from vlarft.agents.parameters import params_table
+        from vlarft.datasets.replay import ReplayServer, make_tables
 
-        return ReplayServer.from_config(self.replay_config(), self.signature(), checkpoint_dir=checkpoint_dir)
+        tables = make_tables(self.replay_config(), self.signature()) + [params_table()]
+        return ReplayServer(tables, port=port or None, checkpoint_dir=checkpoint_dir)
 
     def load_demos(self, server, dataset_dir: str, progress: bool = True) -> dict:
         """Streams the dataset's train split into the demo table (with Monte-Carlo returns)."""

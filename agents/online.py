@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vlarft.agents.parameters import ParameterStore
+from vlarft.agents.parameters import ReverbParameterStore
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import next_episode_path, recorded_transitions, write_raw_episode
 from vlarft.datasets.schema import EpisodeSpec
@@ -62,7 +63,8 @@ class OnlineActor(threading.Thread):
         self.policy, self.writer, self.store = policy, writer, store
         self.episode_dir, self.spec, self.env_steps, self.seed = episode_dir, spec, env_steps, seed
         self.on_episode, self.stop = on_episode, stop
-        self.version, self.steps_done, self.episodes = -1, 0, 0
+        self.version = int(getattr(policy, "version", -1))  # the parameters it starts with
+        self.steps_done, self.episodes = 0, 0
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -153,6 +155,11 @@ class OnlineSettings:
       max_actor_lead: when > 0, the actor blocks once it is this many steps ahead of the
         learner's update-to-data budget (a strict UTD for simulators and tests); 0 = a robot
         never waits for the learner.
+      role: "both" (actor thread + learner in one process), "learner" (serves replay and
+        parameters on `replay_port`, learns until --steps) or "actor" (acts on this machine,
+        reaching the learner's server at `replay_address`).
+      replay_address: HOST:PORT of the learner's replay server (role actor).
+      replay_port: port the learner's replay server listens on (0 = any free one).
     """
 
     env_steps: int = 2000
@@ -162,6 +169,9 @@ class OnlineSettings:
     reset_optimizer: bool = True
     min_online: int = 100
     max_actor_lead: int = 0
+    role: str = "both"
+    replay_address: str = ""
+    replay_port: int = 0
 
 
 def run_online(options, config, loss, settings: OnlineSettings) -> dict:
@@ -175,9 +185,6 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     from vlarft.agents.export import export_policy, load_policy_export
     from vlarft.agents.metrics_log import TrainingLog
     from vlarft.datasets.reader import dataset_spec
-    from vlarft.robot_io.intervention import InterventionWrapper
-    from vlarft.robot_io.teleop import make_device_for
-
     start = time.time()
     if not options.init_from:
         raise training.ConfigMismatchError("--stage=online needs --init_from=OFFLINE_WORKDIR (a Cal-ConRFT run)")
@@ -185,6 +192,8 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     if export.meta.get("stage") != "offline":
         raise training.ConfigMismatchError(f"{options.init_from} holds a {export.meta.get('stage')!r} policy; "
                                            f"--init_from must be an offline (Cal-ConRFT) workdir")
+    if settings.role == "actor":
+        return _run_actor_role(options, config, loss, settings, export, start)
     dataset_dir = options.dataset_dir or export.meta["dataset_dir"]
     spec = dataset_spec(dataset_dir)
     options = dataclasses.replace(options, dataset_dir=dataset_dir)
@@ -193,7 +202,11 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     builder = ConRFTBuilder(config, loss, spec, export, ReplayPlan(online_fraction=0.5,
                             updates_per_env_step=settings.updates_per_env_step, min_online=settings.min_online,
                             max_actor_lead=settings.max_actor_lead))
-    server = builder.make_replay_server(checkpoint_dir=str(Path(options.workdir) / "replay"))
+    server = builder.make_replay_server(checkpoint_dir=str(Path(options.workdir) / "replay"), port=settings.replay_port)
+    if settings.role == "learner":
+        (Path(options.workdir) / "replay_address").write_text(server.address)
+        print(f"replay server at {server.address} (actors: --role=actor --replay_address=HOST:{server.port})",
+              file=sys.stderr, flush=True)
     episodes: list[EpisodeStats] = []
     stop = threading.Event()
     log = TrainingLog(options.workdir, settings.env_steps, 0, "online env steps", options.show_progress)
@@ -212,38 +225,35 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
             offline.close()
             state = learner.reset_optimizers(state) if settings.reset_optimizer else state
         first_step = int(state.step)
-        store = ParameterStore()
+        store = ReverbParameterStore(server.client, state.head_params)
         store.publish(state.head_params, first_step)
         env_factory = training.eval_env_factory(options, spec)
-
-        def make_actor_env():
-            base_env = env_factory()
-            return InterventionWrapper(base_env, make_device_for(settings.teleop, base_env, config.train.seed))
-
         writer = builder.make_transition_writer(server.client)
-        episode_dir = Path(options.workdir) / "episodes"
-        episode_dir.mkdir(parents=True, exist_ok=True)
-        done_before = recorded_transitions(episode_dir)  # a resumed run continues its env-step budget
-        raw_spec = dataclasses.replace(spec, embedding_dim=0, with_mc_return=False)  # what the robot records
-        actor = OnlineActor(make_env=make_actor_env, policy=builder.make_policy(deterministic=False, seed=config.train.seed),
-                            writer=writer, store=store, episode_dir=str(episode_dir), spec=raw_spec,
-                            env_steps=max(0, settings.env_steps - done_before),
-                            seed=config.train.seed + 50_000 + first_step, on_episode=episodes.append, stop=stop)
+        actor = None
+        if settings.role == "both":
+            actor = make_actor(options, config, settings, builder, spec, server.client, store, writer,
+                               episodes, stop, first_step, env_factory)
         meta = {**export.meta, "stage": "online", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "online": dataclasses.asdict(settings), "offline_from": os.path.abspath(options.init_from)}
-        actor.start()
+        if actor is not None:
+            actor.start()
         save = lambda s: (checkpointer.save(int(s.step), s, meta), server.checkpoint())
-        loop = LearnerLoop(learner, state, builder, server.address, actor, store, settings, save, log, episodes)
+        loop = LearnerLoop(learner, state, builder, server.address, store, settings, save, log, episodes,
+                           done=stop.is_set if actor else lambda: False,
+                           max_steps=None if actor else options.steps,
+                           progress=(lambda: actor.steps_done) if actor else (lambda: int(loop.state.step)))
         try:
             state = loop.run()
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the actor ends its episode (written), then save all
             stop.set()
-            actor.join()
+            if actor is not None:
+                actor.join()
             save(loop.state)
             raise
-        actor.join()
-        if actor.error is not None:
-            raise actor.error
+        if actor is not None:
+            actor.join()
+            if actor.error is not None:
+                raise actor.error
         save(state)
         final = training.robot_evaluation(builder.make_policy(state.head_params), options, config, spec, int(state.step))
         export_policy(options.workdir, export.backbone_params, state.head_params,
@@ -254,7 +264,7 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         server.stop()
         checkpointer.close()
     return {**final, **summarize_episodes(episodes), "replay_items_written": dict(writer.items_written),
-            "learner_steps": int(state.step) - first_step,
+            "learner_steps": int(state.step) - first_step, "role": settings.role,
             "wall_s": time.time() - start, "online_minutes": (time.time() - start) / 60}
 
 
@@ -268,9 +278,11 @@ class LearnerLoop:
     `state` always holds the newest learner state, so an interruption can save it.
     """
 
-    def __init__(self, learner, state, builder, address, actor, store, settings, save, log, episodes):
+    def __init__(self, learner, state, builder, address, store, settings, save, log, episodes, *,
+                 done: Callable[[], bool], max_steps: int | None, progress: Callable[[], int]):
         self.learner, self.state, self.builder, self.address = learner, state, builder, address
-        self.actor, self.store, self.settings, self.save, self.log, self.episodes = actor, store, settings, save, log, episodes
+        self.store, self.settings, self.save, self.log, self.episodes = store, settings, save, log, episodes
+        self.done, self.max_steps, self.progress = done, max_steps, progress
 
     def run(self) -> Any:
         import jax
@@ -279,7 +291,7 @@ class LearnerLoop:
 
         logged, batches, train = 0, None, self.learner.config.train
         try:
-            while True:
+            while self.max_steps is None or int(self.state.step) < self.max_steps:
                 if batches is None:
                     batches = self.builder.make_iterator(self.address, rate_limiter_timeout_ms=1000)
                 try:
@@ -287,7 +299,7 @@ class LearnerLoop:
                 except StopIteration:  # the rate limiter held us back for a while
                     batches.close()
                     batches = None
-                    if self.actor.stop.is_set():
+                    if self.done():
                         return self.state
                     continue
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -305,7 +317,67 @@ class LearnerLoop:
                                                              "intervention_rate": stats.intervention_rate,
                                                              "policy_version": stats.policy_version}, prefix="online/")
                     logged += 1
-                self.log.progress(self.actor.steps_done, metrics)
+                self.log.progress(self.progress(), metrics)
+            return self.state
         finally:
             if batches is not None:
                 batches.close()
+
+
+def make_actor(options, config, settings, builder, spec, client, store, writer, episodes, stop, first_step,
+               env_factory) -> OnlineActor:
+    """The online actor: env + human device behind the intervention wrapper, policy, writer, store."""
+    from vlarft.robot_io.intervention import InterventionWrapper
+    from vlarft.robot_io.teleop import make_device_for
+
+    def make_actor_env():
+        base_env = env_factory()
+        return InterventionWrapper(base_env, make_device_for(settings.teleop, base_env, config.train.seed))
+
+    episode_dir = Path(options.workdir) / "episodes"
+    episode_dir.mkdir(parents=True, exist_ok=True)
+    done_before = recorded_transitions(episode_dir)  # a resumed run continues its env-step budget
+    raw_spec = dataclasses.replace(spec, embedding_dim=0, with_mc_return=False)  # what the robot records
+    policy = builder.make_policy(deterministic=False, seed=config.train.seed)
+    policy.version = int(builder.export.meta.get("learner_step", -1))  # the export's parameters
+    return OnlineActor(make_env=make_actor_env, policy=policy,
+                       writer=writer, store=store, episode_dir=str(episode_dir), spec=raw_spec,
+                       env_steps=max(0, settings.env_steps - done_before),
+                       seed=config.train.seed + 50_000 + first_step + done_before, on_episode=episodes.append, stop=stop)
+
+
+def _run_actor_role(options, config, loss, settings, export, start) -> dict:
+    """Acts on this machine against a learner's replay server at `settings.replay_address`."""
+    from vlarft.agents import training
+    from vlarft.agents.builder import ConRFTBuilder, ReplayPlan
+    from vlarft.datasets.replay import connect
+    from vlarft.datasets.schema import EpisodeSpec
+
+    if not settings.replay_address:
+        raise training.ConfigMismatchError("--role=actor needs --replay_address=HOST:PORT of the learner")
+    meta_spec = export.meta["spec"]
+    spec = EpisodeSpec(cameras={c: tuple(hw) for c, hw in meta_spec["cameras"].items()}, state_dim=meta_spec["state_dim"],
+                       action_dim=meta_spec["action_dim"], embedding_dim=export.config.backbone.width)
+    if not options.env:
+        options = dataclasses.replace(options, env=f"sim:{export.meta['task']}")
+    client = connect(settings.replay_address, timeout_s=60.0)
+    builder = ConRFTBuilder(config, loss, spec, export, ReplayPlan(online_fraction=0.5))
+    store = ReverbParameterStore(client, export.head_params)
+    episodes: list[EpisodeStats] = []
+    stop = threading.Event()
+    writer = builder.make_transition_writer(client)
+    actor = make_actor(options, config, settings, builder, spec, client, store, writer, episodes, stop, 0,
+                       training.eval_env_factory(options, spec))
+    actor.start()
+    try:
+        while actor.is_alive():
+            actor.join(timeout=0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        actor.join()
+        raise
+    if actor.error is not None:
+        raise actor.error
+    versions = sorted({e.policy_version for e in episodes})
+    return {**summarize_episodes(episodes), "replay_items_written": dict(writer.items_written), "role": "actor",
+            "policy_versions": versions, "wall_s": time.time() - start}

@@ -58,7 +58,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="human device: scripted_intervention (simulator) | spacemouse | keyboard | gamepad")
     online.add_argument("--updates_per_env_step", type=float, default=1.0, help="update-to-data ratio")
     online.add_argument("--role", choices=("both", "learner", "actor"), default="both",
-                        help="actor and learner in one process (separate roles: not yet available)")
+                        help="both: one process; learner: serve replay + parameters and learn up to --steps; "
+                             "actor: act against --replay_address")
+    online.add_argument("--replay_address", default="", help="HOST:PORT of the learner's replay server (actor)")
+    online.add_argument("--replay_port", type=int, default=0, help="port of the learner's replay server (0: any)")
+    online.add_argument("--min_online", type=int, default=100, help="online transitions before learning starts")
+    online.add_argument("--publish_every", type=int, default=10, help="learner steps between parameter publications")
+    online.add_argument("--max_actor_lead", type=int, default=0,
+                        help="learner: actors block this many env steps ahead of the UTD budget (0: never block)")
     return parser.parse_args(argv)
 
 
@@ -106,16 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.stage == "offline":
             result = training.run_offline(options, config, loss_preset(args.loss_preset, "offline"))
         else:
-            if args.role != "both":
-                print("error: separate --role=learner/actor processes are not available yet; use --role=both",
-                      file=sys.stderr)
-                return 2
             from vlarft.agents.online import OnlineSettings, run_online
 
             settings = OnlineSettings(env_steps=args.env_steps, teleop=args.teleop,
-                                      updates_per_env_step=args.updates_per_env_step)
+                                      updates_per_env_step=args.updates_per_env_step, min_online=args.min_online,
+                                      role=args.role, replay_address=args.replay_address,
+                                      publish_every=args.publish_every, max_actor_lead=args.max_actor_lead,
+                                      replay_port=args.replay_port)
             result = run_online(options, config, loss_preset(args.loss_preset, "online"), settings)
-    except (ValueError, FileNotFoundError) as e:  # ConfigMismatchError, SchemaError, bad weight files
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # mismatches, bad files, replay unreachable
         print(f"error: {e}", file=sys.stderr)
         return 1
     except FloatingPointError as e:

@@ -191,3 +191,44 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
         versions.extend(episode["steps"]["policy_version"][:-1].tolist())
     assert versions[0] == 20 and versions[-1] > versions[0]  # the actor picked up new parameters
     assert versions == sorted(versions)
+
+
+def test_learner_and_actor_in_separate_processes(demos, embedded, tmp_path):
+    """Actor and learner meet at the learner's Reverb server over loopback: steps reach the online
+    table as they happen, interventions reach both tables, parameter versions advance on the actor."""
+    import signal
+    import time
+
+    import portpicker
+
+    from vlarft.agents.checkpointing import Checkpointer
+    from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
+
+    offline = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=20,
+                                    eval_episodes=0, show_progress=False)
+    training.run_offline(offline, tiny_config(), loss_preset("paper", "offline"))
+    port = portpicker.pick_unused_port()
+    common = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", "--config=tiny", "--batch_size=32",
+              f"--init_from={tmp_path / 'offline'}", "--no_progress", "--eval_episodes=0", "--min_online=40",
+              "--publish_every=2"]
+    learner = subprocess.Popen(common + ["--role=learner", f"--replay_port={port}", f"--workdir={tmp_path / 'learner'}",
+                                         "--steps=100000", "--checkpoint_every=10", "--max_actor_lead=10"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        actor = subprocess.run(common + ["--role=actor", f"--replay_address=localhost:{port}",
+                                         f"--workdir={tmp_path / 'actor'}", "--env_steps=200",
+                                         "--teleop=scripted_intervention"],
+                               capture_output=True, text=True, timeout=600)
+        assert actor.returncode == 0, actor.stderr[-3000:]
+        result = json.loads(actor.stdout.strip().splitlines()[-1])
+        assert result["replay_items_written"]["online"] == result["env_steps"] >= 200
+        episodes = [read_raw_episode(p)[0] for p in list_raw_episodes(tmp_path / "actor" / "episodes")]
+        interventions = sum(int(e["steps"]["intervention"][:-1].sum()) for e in episodes)
+        assert result["replay_items_written"].get("demo", 0) == interventions
+        versions = result["policy_versions"]
+        assert versions[0] == 20 and versions[-1] > 20, versions  # the offline head, then the learner's
+    finally:
+        learner.send_signal(signal.SIGTERM)
+        _, err = learner.communicate(timeout=300)
+    assert learner.returncode == 130, err[-3000:]
+    assert Checkpointer(tmp_path / "learner" / "checkpoints").latest_step() > 20
