@@ -24,7 +24,7 @@ class ConRFTPolicy:
 
     def __init__(self, config: AgentConfig, backbone_params, head_params, *, cameras: tuple[str, ...],
                  state_dim: int, action_dim: int, normalizer: StateNormalizer, instruction: str,
-                 deterministic: bool = True, steps: int = 1, seed: int = 0):
+                 deterministic: bool = True, steps: int = 1, seed: int = 0, language_embedding=None):
         self.config, self.cameras, self.normalizer = config, tuple(cameras), normalizer
         self.backbone_params, self.head_params = backbone_params, head_params
         self.history = FrameHistory(config.backbone.window)
@@ -34,8 +34,11 @@ class ConRFTPolicy:
         backbone = VLABackbone(config.backbone, self.cameras, state_dim)
         head = ConsistencyHead(config.head, action_dim)
 
+        language = None if language_embedding is None else jnp.asarray(language_embedding, jnp.float32)[None]
+
         def act(backbone_params, head_params, images, states, mask, text_ids, text_mask, rng):
-            embedding = backbone.apply({"params": backbone_params}, images, states, text_ids, text_mask, mask)
+            embedding = backbone.apply({"params": backbone_params}, images, states, text_ids, text_mask, mask,
+                                       language_embedding=language)
             action = sample_actions(head.apply, head_params, embedding, states[:, -1], rng, config.head, action_dim,
                                     steps=steps, deterministic=deterministic)
             return action[0], embedding[0]

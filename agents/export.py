@@ -43,7 +43,8 @@ class PolicyExport:
         return ConRFTPolicy(self.config, self.backbone_params, self.head_params, cameras=self.cameras,
                             state_dim=self.meta["state_dim"], action_dim=self.meta["action_dim"],
                             normalizer=self.normalizer, instruction=self.meta["instruction"],
-                            deterministic=deterministic, steps=steps, seed=seed)
+                            deterministic=deterministic, steps=steps, seed=seed,
+                            language_embedding=self.meta.get("language_embedding"))
 
 
 def export_policy(workdir: str | os.PathLike, backbone_params, head_params, meta: dict) -> Path:

@@ -42,8 +42,8 @@ class SFTLearner:
 
     def init(self, rng: jax.Array, batch: Mapping) -> SFTState:
         k_backbone, k_head, rng = jax.random.split(rng, 3)
-        backbone_params = self.backbone.init(k_backbone, *_backbone_inputs(batch))["params"]
-        embedding = self.backbone.apply({"params": backbone_params}, *_backbone_inputs(batch))
+        backbone_params = self.backbone.init(k_backbone, *_backbone_inputs(batch), **_language(batch))["params"]
+        embedding = embed(self.backbone, backbone_params, batch)
         head_params = self.head.init(k_head, batch["action"], self.config.head.sigma_max, embedding,
                                      batch["state"][:, -1])["params"]
         params = {"backbone": backbone_params, "head": head_params}
@@ -55,7 +55,7 @@ class SFTLearner:
     def _loss(self, params, batch, rng):
         k_dropout, k_bc = jax.random.split(rng)
         embedding = self.backbone.apply({"params": params["backbone"]}, *_backbone_inputs(batch), train=True,
-                                        rngs={"dropout": k_dropout})
+                                        rngs={"dropout": k_dropout}, **_language(batch))
         loss, metrics = losses.consistency_bc_loss(self.head.apply, params["head"], embedding, batch["state"][:, -1],
                                                    batch["action"], k_bc, self.config.head)
         return loss, metrics
@@ -81,6 +81,11 @@ def _backbone_inputs(batch: Mapping) -> tuple:
     return batch["images"], batch["state"], batch["text_ids"], batch["text_mask"], batch["timestep_mask"]
 
 
+def _language(batch: Mapping) -> dict:
+    """The precomputed instruction embedding, when the data has one."""
+    return {"language_embedding": batch["language_embedding"]} if "language_embedding" in batch else {}
+
+
 def embed(backbone: VLABackbone, backbone_params, batch: Mapping):
     """The frozen backbone's readout embedding of a window batch."""
-    return backbone.apply({"params": backbone_params}, *_backbone_inputs(batch))
+    return backbone.apply({"params": backbone_params}, *_backbone_inputs(batch), **_language(batch))

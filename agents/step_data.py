@@ -30,6 +30,8 @@ class StepData:
             for key, value in steps["observation"].items():
                 columns.setdefault(key, []).append(value)
             columns.setdefault("action", []).append(steps["action"])
+            if "language_embedding" in steps:
+                columns.setdefault("language_embedding", []).append(steps["language_embedding"])
             offset = sum(len(s) for s in starts)
             starts.append(np.full(length, offset, np.int64))
             instructions.extend(steps["language_instruction"])
@@ -60,6 +62,8 @@ class StepData:
             "text_ids": self.text_ids[indices],
             "text_mask": self.text_mask[indices],
             "action": self.arrays["action"][indices],
+            **({"language_embedding": self.arrays["language_embedding"][indices]}
+               if "language_embedding" in self.arrays else {}),
         }
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict:

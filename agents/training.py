@@ -199,6 +199,9 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     start = time.time()
     spec = dataset_spec(options.dataset_dir)
     check_dataset(spec, options)
+    if spec.language_embedding_dim:  # the dataset's precomputed instruction embedding replaces text tokens
+        config = dataclasses.replace(config, backbone=dataclasses.replace(
+            config.backbone, language_embedding_dim=spec.language_embedding_dim))
     checkpointer, resumed = open_checkpointer(options, config, "sft")
     if resumed:
         check_dataset(spec, options, {**resumed["spec"], "source": f"the checkpoint in {options.workdir}"})
@@ -226,6 +229,8 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     meta = {"stage": "sft", "config": config_to_json(config), "spec": spec_meta(spec),
             "normalizer": normalizer.to_json(), "instruction": instruction, "task": task,
             "dataset_dir": os.path.abspath(options.dataset_dir)}
+    if "language_embedding" in train_data.arrays:  # what the actor feeds the backbone for this task
+        meta["language_embedding"] = train_data.arrays["language_embedding"][0].tolist()
 
     def step_fn(s):
         return learner.step(s, train_data.sample(rng, config.train.batch_size))
@@ -237,7 +242,7 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     def policy_of(s):
         return ConRFTPolicy(config, s.params["backbone"], s.params["head"], cameras=train_data.cameras,
                             state_dim=spec.state_dim, action_dim=spec.action_dim, normalizer=normalizer,
-                            instruction=instruction)
+                            instruction=instruction, language_embedding=meta.get("language_embedding"))
 
     def evaluate_fn(s, step):
         return {"bc_action_mse": bc_error(s), **robot_evaluation(policy_of(s), options, config, spec, step)}

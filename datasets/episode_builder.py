@@ -22,8 +22,10 @@ class EpisodeBuilder:
     """
 
     def __init__(self, spec: EpisodeSpec, *, episode_id: str, task: str, instruction: str,
-                 source: str = "demo", robot: str = "", operator: str = "", file_path: str = ""):
+                 source: str = "demo", robot: str = "", operator: str = "", file_path: str = "",
+                 language_embedding=None):
         self.spec = spec
+        self.language_embedding = None if language_embedding is None else np.asarray(language_embedding, np.float32)
         self.metadata = dict(episode_id=episode_id, task=task, instruction=instruction,
                              source=source, success=False, robot=robot, operator=operator,
                              file_path=file_path, recorded_at="")
@@ -77,6 +79,8 @@ class EpisodeBuilder:
             "intervention": np.asarray(self._interventions + [False]),
             "policy_version": np.asarray(self._versions + [-1], np.int32),
         }
+        if self.language_embedding is not None:
+            steps["language_embedding"] = np.tile(self.language_embedding, (n + 1, 1))
         if self._terminated:
             steps["discount"][n - 1:] = 0.0
         metadata = dict(self.metadata, success=bool(success))

@@ -34,7 +34,8 @@ def dataset_spec(dataset_dir: str | os.PathLike) -> EpisodeSpec:
     return EpisodeSpec(cameras=cameras, state_dim=observation["state"].shape[0],
                        action_dim=steps["action"].shape[0],
                        embedding_dim=steps["embedding"].shape[0] if "embedding" in steps else 0,
-                       with_mc_return="mc_return" in steps)
+                       with_mc_return="mc_return" in steps,
+                       language_embedding_dim=steps["language_embedding"].shape[0] if "language_embedding" in steps else 0)
 
 
 def iterate_episodes(dataset_dir: str | os.PathLike, split: str = "train") -> Iterator[Episode]:

@@ -15,6 +15,8 @@ column-wise (every leaf has the number of steps as its leading dimension):
   steps/policy_version              int32[T]     learner version that acted, -1 = no policy
   steps/mc_return                   float32[T]   optional (EpisodeSpec.with_mc_return)
   steps/embedding                   float32[T, D] optional (EpisodeSpec.embedding_dim > 0)
+  steps/language_embedding          float32[T, L] optional precomputed instruction embedding
+                                    (Open X-Embodiment style; EpisodeSpec.language_embedding_dim > 0)
 
 RLDS convention: step t holds o_t and the action a_t taken from it with its reward r_t; the last
 step holds only the final observation (its action and reward are zero padding). A success ends
@@ -72,6 +74,7 @@ class EpisodeSpec:
       action_dim: length of `action` (7: dx dy dz drx dry drz gripper).
       embedding_dim: when > 0, steps carry a cached backbone `embedding` of this width.
       with_mc_return: steps carry a Monte-Carlo return-to-go `mc_return`.
+      language_embedding_dim: when > 0, steps carry a precomputed `language_embedding`.
     """
 
     cameras: Mapping[str, tuple[int, int]]
@@ -79,6 +82,7 @@ class EpisodeSpec:
     action_dim: int = 7
     embedding_dim: int = 0
     with_mc_return: bool = False
+    language_embedding_dim: int = 0
 
     def __post_init__(self):
         cams = {str(k): (int(v[0]), int(v[1])) for k, v in sorted(dict(self.cameras).items())}
@@ -118,6 +122,8 @@ class EpisodeSpec:
             fields["mc_return"] = ((), "float32")
         if self.embedding_dim:
             fields["embedding"] = ((self.embedding_dim,), "float32")
+        if self.language_embedding_dim:
+            fields["language_embedding"] = ((self.language_embedding_dim,), "float32")
         return fields
 
 
@@ -259,7 +265,7 @@ def _first_bad(mask: np.ndarray) -> int:
 
 def _validate_values(steps: dict[str, np.ndarray], eid: str) -> None:
     length = len(steps["is_first"])
-    for path in ("observation/state", "action", "reward", "discount", "mc_return", "embedding"):
+    for path in ("observation/state", "action", "reward", "discount", "mc_return", "embedding", "language_embedding"):
         if path in steps and not np.isfinite(steps[path]).all():
             raise SchemaError("non-finite value", episode_id=eid,
                               step=_first_bad(~np.isfinite(steps[path])), field=path)

@@ -48,7 +48,8 @@ class EmbeddingReader:
 
         export = load_policy_export(self.policy_dir)
         backbone = VLABackbone(export.config.backbone, export.cameras, export.meta["state_dim"])
-        apply = jax.jit(lambda p, images, state, ids, mask, tmask: backbone.apply({"params": p}, images, state, ids, mask, tmask))
+        apply = jax.jit(lambda p, images, state, ids, mask, tmask, language: backbone.apply(
+            {"params": p}, images, state, ids, mask, tmask, language_embedding=language))
         spec = dataclasses.replace(dataset_spec(self.source_dir), embedding_dim=export.config.backbone.width)
         self._model = (export, apply, spec, tokenize)
 
@@ -71,12 +72,13 @@ class EmbeddingReader:
         obs["state"] = export.normalizer(obs["state"]).astype(np.float32)
         windows, mask = episode_windows(obs, cfg.window)
         ids, text_mask = tokenize(list(episode["steps"]["language_instruction"]), cfg.max_text_tokens, cfg.vocab_size)
+        language = episode["steps"].get("language_embedding") if cfg.language_embedding_dim else None
         chunks = []
         for start in range(0, len(mask), self.batch_size):
             part = slice(start, start + self.batch_size)
             images = {cam: windows[f"image_{cam}"][part] for cam in export.cameras}
             chunks.append(np.asarray(apply(export.backbone_params, images, windows["state"][part], ids[part],
-                                           text_mask[part], mask[part])))
+                                           text_mask[part], mask[part], None if language is None else language[part])))
         steps = dict(episode["steps"], embedding=np.concatenate(chunks).astype(np.float32))
         return {"steps": steps, "episode_metadata": episode["episode_metadata"]}
 

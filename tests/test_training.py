@@ -232,3 +232,40 @@ def test_learner_and_actor_in_separate_processes(demos, embedded, tmp_path):
         _, err = learner.communicate(timeout=300)
     assert learner.returncode == 130, err[-3000:]
     assert Checkpointer(tmp_path / "learner" / "checkpoints").latest_step() > 20
+
+
+def test_precomputed_language_embedding_feeds_the_backbone(tmp_path):
+    """A dataset with an Open X-Embodiment-style `language_embedding` step field: SFT uses it instead of
+    text tokens, the export carries it to the actor, and the embedding job keeps it."""
+    from vlarft.agents.export import load_policy_export
+    from vlarft.datasets.episode_builder import EpisodeBuilder
+    from vlarft.datasets.raw_episodes import write_raw_episode
+    from vlarft.datasets.schema import EpisodeSpec
+
+    spec = EpisodeSpec(cameras={"front": (32, 32)}, language_embedding_dim=8)
+    rng = np.random.default_rng(0)
+    language = rng.normal(size=8).astype(np.float32)
+    (tmp_path / "raw").mkdir()
+    for i in range(3):
+        builder = EpisodeBuilder(spec, episode_id=f"le{i}", task="pick_cube", instruction="pick up the red cube",
+                                 robot="lab_arm", language_embedding=language)
+        obs = lambda: {"image_front": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                       "state": rng.normal(size=19).astype(np.float32)}
+        builder.start(obs())
+        for t in range(4):
+            builder.add(rng.uniform(-1, 1, 7), 0.0, obs(), terminated=False)
+        write_raw_episode(tmp_path / "raw" / f"le{i}.npz", builder.finish(success=False), spec)
+    dataset = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "lang", validation_fraction=0.0, log=QUIET)
+    assert dataset.spec.language_embedding_dim == 8
+    options = training.StageOptions(dataset_dir=dataset.dataset_dir, workdir=str(tmp_path / "sft"), steps=3,
+                                    eval_episodes=0, show_progress=False)
+    training.run_sft(options, tiny_config(batch_size=8))
+    export = load_policy_export(tmp_path / "sft")
+    assert export.config.backbone.language_embedding_dim == 8
+    assert np.allclose(export.meta["language_embedding"], language)
+    assert "language" in export.backbone_params and "text" not in export.backbone_params
+    observation = {"image_front": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(19, np.float32)}
+    action = export.policy().act(observation)
+    assert action.shape == (7,) and np.all(np.abs(action) <= 1)
+    embedded = embed_dataset(dataset.dataset_dir, str(tmp_path / "sft"), str(tmp_path / "data"), log=QUIET)
+    assert embedded.spec.language_embedding_dim == 8 and embedded.spec.embedding_dim == 64
