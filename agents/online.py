@@ -1,4 +1,4 @@
-"""HIL-ConRFT, the online stage, with actor and learner in one process (`--role=both`).
+"""HIL-ConRFT, the online stage: an actor and a learner meeting at a Reverb server.
 
 The actor thread drives the robot with the current policy while a human device (the scripted
 intervener on the simulator) may take over at any step; it streams every step into the `online`
@@ -7,10 +7,12 @@ episode as a raw RLDS episode file (source "online", with the intervention flags
 parameter version that acted), and applies new parameters at step boundaries. The learner (the
 calling thread) samples 50/50 online/demo batches, paced by the online table's
 SampleToInsertRatio limiter (the update-to-data ratio), and publishes the actor head with a
-version number every `publish_every` learner steps.
+version number every `publish_every` learner steps through the server's `params` table.
 
-Not in this release: separate actor/learner processes over a Reverb address, Reverb-hosted
-parameters, signal-driven clean shutdown and restart of either role (see WORKSPACE.md).
+Roles: `both` (actor thread + learner in one process), `learner` (serves replay and parameters
+on a port) and `actor` (reaches that server by address). Ctrl-C/SIGTERM finish the actor's
+episode and save the learner and Reverb checkpoints; the same command resumes.
+Not yet: the actor reconnecting after the learner dies, periodic evaluation while learning.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class EpisodeStats:
 class OnlineActor(threading.Thread):
     """Runs online episodes until `env_steps` steps are done or `stop` is set."""
 
-    def __init__(self, *, make_env: Callable[[], Any], policy, writer, store: ParameterStore, episode_dir: str,
+    def __init__(self, *, make_env: Callable[[], Any], policy, writer, store: ReverbParameterStore, episode_dir: str,
                  spec: EpisodeSpec, env_steps: int, seed: int, on_episode: Callable[[EpisodeStats], None],
                  stop: threading.Event):
         super().__init__(name="online-actor", daemon=True)

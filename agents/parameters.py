@@ -1,36 +1,19 @@
 """Versioned actor parameters, learner -> actors.
 
-`ParameterStore` shares them between threads of one process; `ReverbParameterStore` carries them
-through a one-item Reverb table (`PARAMS_TABLE`, newest item only) on the replay server, so
-actors on other machines fetch them by address. Both offer `publish(params, version)` and
-`latest() -> (params, version)` (version -1: nothing published yet).
+`ReverbParameterStore` carries them through a one-item Reverb table (`PARAMS_TABLE`, newest item
+only) on the replay server, so actors in the same process or on other machines fetch them the
+same way: `publish(params, version)` and `latest() -> (params, version)` (version -1: nothing
+published yet).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import jax
 import numpy as np
 
 PARAMS_TABLE = "params"
-
-
-class ParameterStore:
-    """Latest parameters with a version number, shared between threads."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._params, self._version = None, -1
-
-    def publish(self, params: Any, version: int) -> None:
-        with self._lock:
-            self._params, self._version = params, version
-
-    def latest(self) -> tuple[Any, int]:
-        with self._lock:
-            return self._params, self._version
 
 
 def params_table():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vlarft.agents.parameters import ParameterStore, ReverbParameterStore, params_table
+from vlarft.agents.parameters import ReverbParameterStore, params_table
 
 
 def test_reverb_parameter_store_round_trip_keeps_only_the_newest():
@@ -23,10 +23,3 @@ def test_reverb_parameter_store_round_trip_keeps_only_the_newest():
         assert np.array_equal(params["dense"]["bias"], np.arange(2, dtype=np.float32))
     finally:
         server.stop()
-
-
-def test_in_process_store():
-    store = ParameterStore()
-    assert store.latest() == (None, -1)
-    store.publish({"w": 1}, 3)
-    assert store.latest() == ({"w": 1}, 3)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
 from vlarft.datasets.reader import iterate_episodes

@@ -197,7 +197,6 @@ def test_learner_and_actor_in_separate_processes(demos, embedded, tmp_path):
     """Actor and learner meet at the learner's Reverb server over loopback: steps reach the online
     table as they happen, interventions reach both tables, parameter versions advance on the actor."""
     import signal
-    import time
 
     import portpicker
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlarft.robot_io.teleop.base import TeleopDevice
-from vlarft.robot_io.teleop.common import DeviceNotAvailableError
+from vlarft.robot_io.teleop.common import DeviceNotAvailableError  # noqa: F401 (re-exported)
 
 DEVICES = ("scripted", "scripted_intervention", "spacemouse", "keyboard", "gamepad")
 
