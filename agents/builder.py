@@ -26,12 +26,14 @@ class ReplayPlan:
       updates_per_env_step: learner updates each collected env step pays for (the UTD ratio).
       min_online: online transitions before learning starts.
       max_actor_lead: > 0: the actor blocks this many steps ahead of the learner's budget.
+      max_actors: actor progress slots on the server (`datasets/replay/reliable.py`).
     """
 
     online_fraction: float = 0.0
     updates_per_env_step: float = 1.0
     min_online: int = 100
     max_actor_lead: int = 0
+    max_actors: int = 8
 
 
 class ConRFTBuilder:
@@ -61,11 +63,14 @@ class ConRFTBuilder:
         return transition_signature(self.spec, self.observation_keys)
 
     def make_replay_server(self, checkpoint_dir: str | None = None, port: int | None = None):
-        """demo + online tables, plus the one-item `params` table actors fetch parameters from."""
+        """demo + online tables, the one-item `params` table actors fetch parameters from, and one
+        progress table per actor slot."""
         from vlarft.agents.parameters import params_table
         from vlarft.datasets.replay import ReplayServer, make_tables
+        from vlarft.datasets.replay.reliable import progress_tables
 
-        tables = make_tables(self.replay_config(), self.signature()) + [params_table()]
+        tables = (make_tables(self.replay_config(), self.signature()) + [params_table()]
+                  + progress_tables(self.plan.max_actors))
         return ReplayServer(tables, port=port or None, checkpoint_dir=checkpoint_dir)
 
     def load_demos(self, server, dataset_dir: str, progress: bool = True) -> dict:

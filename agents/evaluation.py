@@ -70,31 +70,37 @@ def write_video(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -> s
 
 def evaluate(policy: Policy, make_env: Callable[[], object], episodes: int, *, seed: int = 10_000,
              video_path: str = "", progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Runs `episodes` episodes with the policy alone; records the first one when `video_path`."""
+    """Runs `episodes` episodes with the policy alone in a new env; records the first one when `video_path`."""
     env = make_env()
-    lengths, flags, frames = [], [], []
     try:
-        for index in range(episodes):
-            policy.reset()
-            observation, info = env.reset(seed=seed + index)
-            record = bool(video_path) and index == 0
-            if record:
-                frames.append(camera_mosaic(observation))
-            steps, success = 0, False
-            while True:
-                observation, _, terminated, truncated, info = env.step(policy.act(observation))
-                steps += 1
-                if record:
-                    frames.append(camera_mosaic(observation))
-                if terminated or truncated:
-                    success = bool(info.get("success", False))
-                    break
-            lengths.append(steps)
-            flags.append(success)
-            if progress:
-                progress(index + 1)
+        return run_episodes(policy, env, episodes, seed=seed, video_path=video_path, progress=progress)
     finally:
         env.close()
+
+
+def run_episodes(policy: Policy, env, episodes: int, *, seed: int = 10_000, video_path: str = "",
+                 progress: Callable[[int], None] | None = None) -> EvalResult:
+    """`evaluate` on an env the caller owns (episode i is reset with seed + i)."""
+    lengths, flags, frames = [], [], []
+    for index in range(episodes):
+        policy.reset()
+        observation, info = env.reset(seed=seed + index)
+        record = bool(video_path) and index == 0
+        if record:
+            frames.append(camera_mosaic(observation))
+        steps, success = 0, False
+        while True:
+            observation, _, terminated, truncated, info = env.step(policy.act(observation))
+            steps += 1
+            if record:
+                frames.append(camera_mosaic(observation))
+            if terminated or truncated:
+                success = bool(info.get("success", False))
+                break
+        lengths.append(steps)
+        flags.append(success)
+        if progress:
+            progress(index + 1)
     result = EvalResult(episodes=episodes, successes=sum(flags), lengths=lengths, success_flags=flags)
     if video_path and frames:
         result.video_path = write_video(frames, video_path)

@@ -127,6 +127,12 @@ class Learner:
                                   head_opt=head_opt, critic_opt=critic_opt, rng=rng)
         return new_state, metrics
 
+    def q_value(self, critic_params, observation: Mapping, actions) -> float:
+        """Mean (over samples and the ensemble) Q of raw observations (proprio not yet z-scored)."""
+        obs = dict(observation, state=(jnp.asarray(observation["state"]) - self.state_mean) / self.state_std)
+        q = self.critic.apply({"params": critic_params}, obs, jnp.asarray(actions))
+        return float(jnp.mean(q))
+
     def bc_error(self, state: LearnerState, embedding, raw_state, actions) -> float:
         """Mean squared error of the deterministic one-step action against dataset actions."""
         normalized = (jnp.asarray(raw_state) - self.state_mean) / self.state_std

@@ -18,13 +18,14 @@ Scalar = tuple[int, float, float]  # (step, wall_time, value)
 RATE_LIMITS = (-0.03, 1.03)
 # Charts of training_report: file stem -> (title, y label, y limits, tags drawn when logged).
 REPORT_METRICS: dict[str, tuple[str, str, tuple[float, float] | None, tuple[str, ...]]] = {
-    "success_rate": ("Success rate", "success rate", RATE_LIMITS, ("eval/success_rate",)),
-    "episode_length": ("Episode length", "steps", None, ("eval/mean_episode_length", "eval/mean_success_length")),
+    "success_rate": ("Success rate", "success rate", RATE_LIMITS, ("eval/success_rate", "online_eval/success_rate")),
+    "episode_length": ("Episode length", "steps", None, ("eval/mean_episode_length", "eval/mean_success_length",
+                                                         "online_eval/mean_success_length", "online/length")),
     "intervention_rate": ("Intervention rate", "intervened steps / steps", RATE_LIMITS,
                           ("train/intervention_rate", "eval/intervention_rate", "online/intervention_rate")),
 }
 # Tags whose TensorBoard step is not the learner step (the online actor logs per episode at env steps).
-STEP_UNITS = {"online/": "env steps"}
+STEP_UNITS = {"online/": "env steps", "online_eval/": "env steps"}
 SUCCESS_COLOUR, FAILURE_COLOUR = "#2ca02c", "#d62728"
 
 

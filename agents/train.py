@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
 import sys
 from typing import Sequence
@@ -41,6 +39,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="critic reads cached embeddings (CPU default) or its own conv encoders")
     parser.add_argument("--loss_preset", choices=("paper", "reference"), default="paper",
                         help="loss weights of the paper or of the reference code")
+    parser.add_argument("--bc_weight", type=float, default=-1.0, help="override the preset's beta (BC weight)")
+    parser.add_argument("--q_weight", type=float, default=-1.0, help="override the preset's eta (Q weight)")
     parser.add_argument("--init_from", default="", help="policy workdir to start from (offline: SFT run)")
     parser.add_argument("--env", default="", help="evaluation env (default: sim:<dataset task>)")
     parser.add_argument("--eval_episodes", type=int, default=-1, help="episodes per evaluation (-1: config)")
@@ -64,6 +64,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     online.add_argument("--replay_port", type=int, default=0, help="port of the learner's replay server (0: any)")
     online.add_argument("--min_online", type=int, default=100, help="online transitions before learning starts")
     online.add_argument("--publish_every", type=int, default=10, help="learner steps between parameter publications")
+    online.add_argument("--eval_every_env_steps", type=int, default=0,
+                        help="env steps between the actor's periodic evaluations (0: none)")
+    online.add_argument("--online_eval_episodes", type=int, default=5, help="episodes per periodic evaluation")
+    online.add_argument("--actor_index", type=int, default=0, help="this actor's slot (one per actor of a run)")
     online.add_argument("--max_actor_lead", type=int, default=0,
                         help="learner: actors block this many env steps ahead of the UTD budget (0: never block)")
     return parser.parse_args(argv)
@@ -95,44 +99,43 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # SIGTERM saves like Ctrl-C
     from vlarft.agents import training
+    from vlarft.agents.cli import run_cli
     from vlarft.agents.config import loss_preset
 
     if args.stage != "online" and not args.dataset_dir:
         print(f"error: --stage={args.stage} needs --dataset_dir", file=sys.stderr)
         return 2
     config = build_config(args)
+
+    def loss_for(stage: str):
+        loss = loss_preset(args.loss_preset, stage)
+        overrides = {k: v for k, v in (("bc_weight", args.bc_weight), ("q_weight", args.q_weight)) if v >= 0}
+        return dataclasses.replace(loss, **overrides)
     options = training.StageOptions(dataset_dir=args.dataset_dir, workdir=args.workdir, steps=args.steps,
                                     env=args.env, eval_episodes=args.eval_episodes, init_from=args.init_from,
                                     loss_preset=args.loss_preset, action_dim=args.action_dim,
                                     backbone_weights=args.backbone_weights,
                                     critic_encoder_weights=args.critic_encoder_weights,
                                     show_progress=not args.no_progress)
-    try:
-        if args.stage == "sft":
-            result = training.run_sft(options, config)
-        elif args.stage == "offline":
-            result = training.run_offline(options, config, loss_preset(args.loss_preset, "offline"))
-        else:
-            from vlarft.agents.online import OnlineSettings, run_online
 
-            settings = OnlineSettings(env_steps=args.env_steps, teleop=args.teleop,
-                                      updates_per_env_step=args.updates_per_env_step, min_online=args.min_online,
-                                      role=args.role, replay_address=args.replay_address,
-                                      publish_every=args.publish_every, max_actor_lead=args.max_actor_lead,
-                                      replay_port=args.replay_port)
-            result = run_online(options, config, loss_preset(args.loss_preset, "online"), settings)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # mismatches, bad files, replay unreachable
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("interrupted: a checkpoint was saved; run the same command to resume", file=sys.stderr)
-        return 130
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
-    print(json.dumps(clean))
-    return 0
+    def work() -> dict:
+        if args.stage == "sft":
+            return training.run_sft(options, config)
+        if args.stage == "offline":
+            return training.run_offline(options, config, loss_for("offline"))
+        from vlarft.agents.online import OnlineSettings, run_online
+
+        settings = OnlineSettings(env_steps=args.env_steps, teleop=args.teleop,
+                                  updates_per_env_step=args.updates_per_env_step, min_online=args.min_online,
+                                  role=args.role, replay_address=args.replay_address,
+                                  publish_every=args.publish_every, max_actor_lead=args.max_actor_lead,
+                                  replay_port=args.replay_port, eval_every=args.eval_every_env_steps,
+                                  eval_episodes=args.online_eval_episodes, actor_index=args.actor_index)
+        return run_online(options, config, loss_for("online"), settings)
+
+    # errors: mismatches, bad files, replay unreachable
+    return run_cli(work, "interrupted: a checkpoint was saved; run the same command to resume",
+                   errors=(ValueError, FileNotFoundError, RuntimeError))
 
 
 if __name__ == "__main__":

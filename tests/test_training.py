@@ -175,8 +175,10 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     training.run_offline(offline, tiny_config(), loss_preset("paper", "offline"))
     online = training.StageOptions(dataset_dir="", workdir=str(tmp_path / "online"), steps=0, eval_episodes=1,
                                    init_from=str(tmp_path / "offline"), show_progress=False)
-    settings = OnlineSettings(env_steps=120, teleop="scripted", min_online=40, publish_every=2, max_actor_lead=10)
+    settings = OnlineSettings(env_steps=120, teleop="scripted", min_online=40, publish_every=2, max_actor_lead=10,
+                              eval_every=60, eval_episodes=1)
     result = run_online(online, tiny_config(), loss_preset("paper", "online"), settings)
+    print({k: v for k, v in result.items() if k.startswith("q_") or k == "evaluations"})
     assert result["env_steps"] >= 120 and result["intervention_rate"] == 1.0  # the scripted human drove
     assert result["replay_items_written"]["online"] == result["env_steps"]
     assert result["replay_items_written"]["demo"] == result["env_steps"]  # interventions also go to demo
@@ -191,12 +193,24 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
         versions.extend(episode["steps"]["policy_version"][:-1].tolist())
     assert versions[0] == 20 and versions[-1] > versions[0]  # the actor picked up new parameters
     assert versions == sorted(versions)
+    # Periodic evaluations (start, every 60 env steps, end) reach the JSON lines, TensorBoard and PNGs.
+    evaluations = [json.loads(line) for line in (tmp_path / "online" / "online_evaluations.jsonl").read_text().splitlines()]
+    assert [e["env_steps_total"] for e in evaluations][:2] == [0, 60] and len(evaluations) >= 3
+    assert [e["env_steps"] for e in result["evaluations"]] == [e["env_steps_total"] for e in evaluations]
+    logged = [json.loads(line) for line in (tmp_path / "online" / "online_episodes.jsonl").read_text().splitlines()]
+    assert len(logged) == result["online_episodes"] and all(e["intervention_steps"] == e["length"] for e in logged)
+    names = {Path(p).name for p in result["report"]}
+    assert {"success_rate_vs_steps.png", "success_rate_vs_minutes.png", "intervention_rate_vs_minutes.png"} <= names
+    assert list((tmp_path / "online" / "videos").glob("online_eval_*.mp4"))
 
 
-def test_learner_and_actor_in_separate_processes(demos, embedded, tmp_path):
-    """Actor and learner meet at the learner's Reverb server over loopback: steps reach the online
-    table as they happen, interventions reach both tables, parameter versions advance on the actor."""
+def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, embedded, tmp_path):
+    """Learner and actor in separate processes over loopback. The learner is killed with SIGKILL
+    mid-run: the actor acts on with its last parameters, journals, reconnects to the restarted
+    learner (which resumes from its checkpoints) and re-sends what the restored replay lacks. Every
+    transition the actor made is in the online table at the end (re-sent ones at most twice)."""
     import signal
+    import time
 
     import portpicker
 
@@ -210,27 +224,43 @@ def test_learner_and_actor_in_separate_processes(demos, embedded, tmp_path):
     common = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", "--config=tiny", "--batch_size=32",
               f"--init_from={tmp_path / 'offline'}", "--no_progress", "--eval_episodes=0", "--min_online=40",
               "--publish_every=2"]
-    learner = subprocess.Popen(common + ["--role=learner", f"--replay_port={port}", f"--workdir={tmp_path / 'learner'}",
-                                         "--steps=100000", "--checkpoint_every=10", "--max_actor_lead=10"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    learner_cmd = common + ["--role=learner", f"--replay_port={port}", f"--workdir={tmp_path / 'learner'}",
+                            "--steps=100000", "--checkpoint_every=10", "--max_actor_lead=10"]
+    learner = subprocess.Popen(learner_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    actor = subprocess.Popen(common + ["--role=actor", f"--replay_address=localhost:{port}",
+                                       f"--workdir={tmp_path / 'actor'}", "--env_steps=400",
+                                       "--teleop=scripted_intervention"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        actor = subprocess.run(common + ["--role=actor", f"--replay_address=localhost:{port}",
-                                         f"--workdir={tmp_path / 'actor'}", "--env_steps=200",
-                                         "--teleop=scripted_intervention"],
-                               capture_output=True, text=True, timeout=600)
-        assert actor.returncode == 0, actor.stderr[-3000:]
-        result = json.loads(actor.stdout.strip().splitlines()[-1])
-        assert result["replay_items_written"]["online"] == result["env_steps"] >= 200
-        episodes = [read_raw_episode(p)[0] for p in list_raw_episodes(tmp_path / "actor" / "episodes")]
-        interventions = sum(int(e["steps"]["intervention"][:-1].sum()) for e in episodes)
-        assert result["replay_items_written"].get("demo", 0) == interventions
-        versions = result["policy_versions"]
-        assert versions[0] == 20 and versions[-1] > 20, versions  # the offline head, then the learner's
+        checkpoints = tmp_path / "learner" / "checkpoints"
+        deadline = time.monotonic() + 300
+        while (not checkpoints.exists() or (Checkpointer(checkpoints).latest_step() or 0) < 40):
+            assert time.monotonic() < deadline and learner.poll() is None and actor.poll() is None, "no progress"
+            time.sleep(0.5)
+        learner.send_signal(signal.SIGKILL)
+        learner.wait(timeout=60)
+        time.sleep(4)  # the actor acts on alone
+        assert actor.poll() is None, actor.communicate()[1][-3000:]
+        learner = subprocess.Popen(learner_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        actor_out, actor_err = actor.communicate(timeout=600)
+        assert actor.returncode == 0, actor_err[-3000:]
+        learner_out, learner_err = learner.communicate(timeout=300)  # it stops once every actor finished
+        assert learner.returncode == 0, learner_err[-3000:]
     finally:
-        learner.send_signal(signal.SIGTERM)
-        _, err = learner.communicate(timeout=300)
-    assert learner.returncode == 130, err[-3000:]
-    assert Checkpointer(tmp_path / "learner" / "checkpoints").latest_step() > 20
+        for process in (learner, actor):
+            if process.poll() is None:
+                process.kill()
+    acted = json.loads(actor_out.strip().splitlines()[-1])
+    learned = json.loads(learner_out.strip().splitlines()[-1])
+    assert acted["transitions"] == acted["env_steps"] >= 400 and acted["reconnects"] >= 1, acted
+    assert "reconnected to replay server" in actor_err
+    online = learned["replay_sizes"]["online"]
+    assert acted["transitions"] <= online <= acted["transitions"] + acted["resent"], (acted, learned)
+    episodes = [read_raw_episode(p)[0] for p in list_raw_episodes(tmp_path / "actor" / "episodes")]
+    assert sum(len(e["steps"]["action"]) - 1 for e in episodes) == acted["transitions"]
+    versions = acted["policy_versions"]
+    assert versions[0] == 20 and versions[-1] > 20, versions  # the offline head, then the learner's
+    assert Checkpointer(tmp_path / "learner" / "checkpoints").latest_step() > 40
 
 
 def test_precomputed_language_embedding_feeds_the_backbone(tmp_path):

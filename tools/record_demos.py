@@ -15,13 +15,14 @@ The last line of standard output is a JSON summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from vlarft.robot_io.contract import INFO_INTERVENTION, state_slice
 from vlarft.robot_io.factory import make_env
 from vlarft.robot_io.intervention import InterventionWrapper, operator_outcome
 from vlarft.robot_io.teleop import make_device_for
+
+INTERRUPTED = "interrupted: finished episodes are saved; the one in progress was discarded"
+REALTIME = {"auto": None, "on": True, "off": False}  # --realtime -> the `realtime` argument
 
 
 @dataclasses.dataclass
@@ -84,24 +88,40 @@ def record_episode(env: InterventionWrapper, builder: EpisodeBuilder, seed: int,
             time.sleep(max(0.0, 1.0 / realtime_hz - (time.monotonic() - tick)))
 
 
+def open_device_env(env_name: str, teleop: str, seed: int, image_size: int, out_dir: Path):
+    """Creates `out_dir`, then opens the env (a simulator at `image_size`) and its teleop device:
+    `(env, device)`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base_env = make_env(env_name, image_size=image_size) if env_name.startswith("sim:") else make_env(env_name)
+    return base_env, make_device_for(teleop, base_env, seed)
+
+
+@contextlib.contextmanager
+def recording_session(env, episodes: int, desc: str, progress: bool) -> Iterator:
+    """A progress bar over `episodes` episodes; on leaving, closes the bar, then `env`."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=episodes, desc=desc, unit="ep", disable=not progress, file=sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+        env.close()
+
+
 def record(env_name: str, teleop: str, episodes: int, out_dir: str, *, seed: int = 0,
            keep_failures: bool = False, operator: str = "", image_size: int = 128,
            max_attempts: int = 0, realtime: bool | None = None, progress: bool = True) -> RecordingSummary:
     """Records until `episodes` episodes are kept (or `max_attempts` are used up)."""
-    from tqdm import tqdm
-
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base_env = make_env(env_name, image_size=image_size) if env_name.startswith("sim:") else make_env(env_name)
-    device = make_device_for(teleop, base_env, seed)
+    base_env, device = open_device_env(env_name, teleop, seed, image_size, out)
     env = InterventionWrapper(base_env, device)
     spec = base_env.unwrapped.robot_spec
     episode_spec = EpisodeSpec.from_robot_spec(spec)
     realtime_hz = spec.control_hz if (realtime if realtime is not None else teleop != "scripted") else 0.0
     summary = RecordingSummary()
     max_attempts = max_attempts or 3 * episodes
-    bar = tqdm(total=episodes, desc=f"recording {spec.task}", unit="ep", disable=not progress, file=sys.stderr)
-    try:
+    with recording_session(env, episodes, f"recording {spec.task}", progress) as bar:
         while summary.kept < episodes and summary.attempts < max_attempts:
             path = next_episode_path(out, spec.task)
             builder = EpisodeBuilder(episode_spec, episode_id=f"{spec.task}-{uuid.uuid4().hex[:12]}",
@@ -121,40 +141,43 @@ def record(env_name: str, teleop: str, episodes: int, out_dir: str, *, seed: int
                 bar.update(1)
             stats = summary.as_dict()
             bar.set_postfix(success=f"{stats['success_rate']:.0%}", mean_len=f"{stats['mean_length']:.0f}")
-    finally:
-        bar.close()
-        env.close()
     return summary
+
+
+def add_device_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the flags every device-driven recording tool shares: --env, --teleop, --seed,
+    --operator, --image_size, --realtime (map it with `REALTIME`) and --no_progress."""
+    parser.add_argument("--env", default="sim:pick_cube", help="environment, e.g. sim:pick_cube, sim:insert_peg")
+    parser.add_argument("--teleop", default="scripted", help="scripted | spacemouse | keyboard | gamepad")
+    parser.add_argument("--seed", type=int, default=0, help="first reset seed (and scripted operator seed)")
+    parser.add_argument("--operator", default="", help="operator name stored with each episode")
+    parser.add_argument("--image_size", type=int, default=128, help="camera image size (simulator)")
+    parser.add_argument("--realtime", choices=("auto", "on", "off"), default="auto",
+                        help="pace steps at the control rate (auto: on for human devices)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", default="sim:pick_cube", help="environment, e.g. sim:pick_cube, sim:insert_peg")
-    parser.add_argument("--teleop", default="scripted", help="scripted | spacemouse | keyboard | gamepad")
+    add_device_flags(parser)
     parser.add_argument("--episodes", type=int, default=20, help="episodes to keep")
     parser.add_argument("--out_dir", required=True, help="directory for the raw episode files")
-    parser.add_argument("--seed", type=int, default=0, help="first reset seed (and scripted operator seed)")
     parser.add_argument("--keep_failures", action="store_true", help="also keep failed episodes (flagged)")
-    parser.add_argument("--operator", default="", help="operator name stored with each episode")
-    parser.add_argument("--image_size", type=int, default=128, help="camera image size (simulator)")
     parser.add_argument("--max_attempts", type=int, default=0, help="give up after this many (0 = 3x episodes)")
-    parser.add_argument("--realtime", choices=("auto", "on", "off"), default="auto",
-                        help="pace steps at the control rate (auto: on for human devices)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    realtime = {"auto": None, "on": True, "off": False}[args.realtime]
     summary = RecordingSummary()
     try:
         summary = record(args.env, args.teleop, args.episodes, args.out_dir, seed=args.seed,
                          keep_failures=args.keep_failures, operator=args.operator,
                          image_size=args.image_size, max_attempts=args.max_attempts,
-                         realtime=realtime, progress=not args.no_progress)
+                         realtime=REALTIME[args.realtime], progress=not args.no_progress)
     except KeyboardInterrupt:
-        print("interrupted: finished episodes are saved; the one in progress was discarded", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,12 +4,17 @@
 
 For every task: record demonstrations with the scripted operator -> convert them to RLDS (Beam)
 -> SFT of backbone + consistency head -> cache backbone embeddings (Beam) -> offline Cal-ConRFT
-on Reverb -> evaluate both policies on the simulator. It prints a table of success rate and
-episode length per stage (the online HIL-ConRFT stage joins it in a later release).
+on Reverb -> online HIL-ConRFT (actor + learner over in-process Reverb, the scripted intervener
+taking over when the policy strays) -> evaluate every stage's policy on the simulator. It prints
+a table like the paper's Table I: success rate and mean episode length of SFT, Cal-ConRFT and
+HIL-ConRFT per task, with the online wall-clock minutes and the intervention rate.
 
 CPU default (what is shrunk): 64x64 camera images, the `tiny` model, 1500 SFT and 1500 offline
-learner steps at batch 64, 10 evaluation episodes. `--full` uses the paper-scale settings
-(128x128 images, `small` = Octo-small widths, batch 256, 20 evaluation episodes): meant for a GPU.
+learner steps at batch 64, 2000 online env steps, 20 evaluation episodes per stage, and the
+online actor weight eta = 0.1 instead of the paper's 1.0 (with this few learner updates per env
+step on a CPU the tiny critic is not accurate enough for eta = 1: the policy collapses; see
+WORKSPACE.md). `--full` uses the paper-scale settings (128x128 images, `small` = Octo-small
+widths, batch 256, 20000 online env steps, eta = 1.0): meant for a GPU.
 Every step is resumable: re-running skips finished recordings and resumes training runs.
 Extra arguments are passed to Beam as pipeline options. The last stdout line is a JSON summary.
 """
@@ -44,13 +49,18 @@ class JobSettings:
     batch_size: int = 64
     sft_steps: int = 1500
     offline_steps: int = 1500
-    eval_episodes: int = 10
+    eval_episodes: int = 20
+    online_env_steps: int = 2000
+    online_q_weight: float = 0.1
+    online_eval_every: int = 500
+    online_eval_episodes: int = 5
     seed: int = 0
 
     @classmethod
     def full(cls, **overrides) -> "JobSettings":
         return cls(**{**dict(episodes=30, image_size=128, config="small", batch_size=256, sft_steps=20000,
-                             offline_steps=20000, eval_episodes=20), **overrides})
+                             offline_steps=20000, eval_episodes=20, online_env_steps=20000, online_q_weight=1.0,
+                             online_eval_every=2000, online_eval_episodes=10), **overrides})
 
 
 def record_and_convert(task: str, workdir: Path, settings: JobSettings, beam_args, console) -> dict:
@@ -75,6 +85,7 @@ def record_and_convert(task: str, workdir: Path, settings: JobSettings, beam_arg
 def train_stages(task: str, dataset_dir: str, workdir: Path, settings: JobSettings, beam_args, console) -> dict:
     from vlarft.agents import training
     from vlarft.agents.config import get_config, loss_preset
+    from vlarft.agents.online import OnlineSettings, run_online
     from vlarft.pipelines.embed_dataset import embed_dataset
 
     base = get_config(settings.config)
@@ -91,17 +102,35 @@ def train_stages(task: str, dataset_dir: str, workdir: Path, settings: JobSettin
     console.print(f"[bold]{task}[/]: offline Cal-ConRFT ({settings.offline_steps} steps)")
     offline = training.run_offline(options(embedded.dataset_dir, "offline", settings.offline_steps), config,
                                    loss_preset("paper", "offline"))
-    return {"sft": sft, "cal_conrft": offline}
+    console.print(f"[bold]{task}[/]: online HIL-ConRFT with scripted interventions ({settings.online_env_steps} "
+                  f"env steps)")
+    online = run_online(dataclasses.replace(options("", "online", 0), init_from=str(runs / "offline")), config,
+                        dataclasses.replace(loss_preset("paper", "online"), q_weight=settings.online_q_weight),
+                        OnlineSettings(env_steps=settings.online_env_steps, teleop="scripted_intervention",
+                                       eval_every=settings.online_eval_every,
+                                       eval_episodes=settings.online_eval_episodes))
+    return {"sft": sft, "cal_conrft": offline, "hil_conrft": online}
+
+
+STAGES = (("sft", "SFT"), ("cal_conrft", "Cal-ConRFT"), ("hil_conrft", "HIL-ConRFT"))
 
 
 def print_table(rows: list[dict], workdir: Path, console: Console) -> None:
-    table = Table(title="ConRFT on the simulator (success rate / mean episode length)")
-    for column in ("task", "demos", "demo length", "SFT", "Cal-ConRFT", "videos"):
+    """The paper's Table I for the simulated tasks: success rate and mean episode length per stage."""
+    table = Table(title="ConRFT on the simulator (success rate / mean episode length, deterministic policy)")
+    for column in ("task", "demos", "demo length", *(name for _, name in STAGES), "online min", "interventions",
+                   "videos"):
         table.add_column(column)
     fmt = lambda r: f"{r['success_rate']:.0%} / {r['mean_episode_length']:.1f}"
     for r in rows:
-        table.add_row(r["task"], str(r["demos"]), f"{r['mean_demo_length']:.1f}", fmt(r["sft"]), fmt(r["cal_conrft"]),
-                      os.path.relpath(os.path.dirname(r["cal_conrft"].get("video") or str(workdir)), workdir))
+        online = r["hil_conrft"]
+        table.add_row(r["task"], str(r["demos"]), f"{r['mean_demo_length']:.1f}", *(fmt(r[key]) for key, _ in STAGES),
+                      f"{online['online_minutes']:.1f}", f"{online['intervention_rate']:.0%} of steps",
+                      os.path.relpath(os.path.dirname(online.get("video") or str(workdir)), workdir))
+    if rows:
+        mean = lambda key, field: sum(r[key][field] for r in rows) / len(rows)
+        table.add_row("average", "", "", *(f"{mean(key, 'success_rate'):.0%} / {mean(key, 'mean_episode_length'):.1f}"
+                                          for key, _ in STAGES), f"{mean('hil_conrft', 'online_minutes'):.1f}", "", "")
     console.print(table)
 
 
