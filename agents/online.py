@@ -24,6 +24,7 @@ to JSON lines in the workdir (`online_log.py`), and to PNG charts in `<workdir>/
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 import threading
@@ -136,13 +137,26 @@ class OnlineActor(threading.Thread):
                 self._maybe_evaluate()
                 self._episode()
             self._maybe_evaluate()
-            self.writer.finish()
+            self._finish_writer()
         except BaseException as e:  # surfaced by the thread that started the actor
             self.error = e
         finally:
             self.stop.set()
             if self.env is not None:
                 self.env.close()
+
+    def _finish_writer(self) -> None:
+        """Delivers the journal; an interrupted run waits for an unreachable server only briefly
+        (the steps are in the RLDS episode files either way)."""
+        from vlarft.datasets.replay import ReplayError
+
+        interrupted = self.steps_done < self.env_steps
+        try:
+            self.writer.finish(timeout_s=5.0 if interrupted else 600.0)
+        except ReplayError as error:
+            if not interrupted:
+                raise
+            logging.getLogger(__name__).warning("%s", error)
 
     def _refresh_params(self) -> None:
         """Adopts newer parameters (or a restarted learner's), trims the replay journal, and

@@ -178,7 +178,6 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     settings = OnlineSettings(env_steps=120, teleop="scripted", min_online=40, publish_every=2, max_actor_lead=10,
                               eval_every=60, eval_episodes=1)
     result = run_online(online, tiny_config(), loss_preset("paper", "online"), settings)
-    print({k: v for k, v in result.items() if k.startswith("q_") or k == "evaluations"})
     assert result["env_steps"] >= 120 and result["intervention_rate"] == 1.0  # the scripted human drove
     assert result["replay_items_written"]["online"] == result["env_steps"]
     assert result["replay_items_written"]["demo"] == result["env_steps"]  # interventions also go to demo
@@ -195,13 +194,18 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     assert versions == sorted(versions)
     # Periodic evaluations (start, every 60 env steps, end) reach the JSON lines, TensorBoard and PNGs.
     evaluations = [json.loads(line) for line in (tmp_path / "online" / "online_evaluations.jsonl").read_text().splitlines()]
-    assert [e["env_steps_total"] for e in evaluations][:2] == [0, 60] and len(evaluations) >= 3
+    steps = [e["env_steps_total"] for e in evaluations]  # taken at the first episode boundary once due
+    assert steps[0] == 0 and 60 <= steps[1] < 120 and steps[-1] == result["env_steps"], steps
     assert [e["env_steps"] for e in result["evaluations"]] == [e["env_steps_total"] for e in evaluations]
     logged = [json.loads(line) for line in (tmp_path / "online" / "online_episodes.jsonl").read_text().splitlines()]
     assert len(logged) == result["online_episodes"] and all(e["intervention_steps"] == e["length"] for e in logged)
     names = {Path(p).name for p in result["report"]}
     assert {"success_rate_vs_steps.png", "success_rate_vs_minutes.png", "intervention_rate_vs_minutes.png"} <= names
     assert list((tmp_path / "online" / "videos").glob("online_eval_*.mp4"))
+    # The direction of learning: the critic values the successful online steps more than the
+    # offline critic did (TD on their sparse rewards; measured 0.13 -> 0.23 with this seed).
+    assert result["q_success_probe_steps"] > 50
+    assert result["q_success_steps_online"] > result["q_success_steps_offline"] + 0.03, result
 
 
 def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, embedded, tmp_path):
