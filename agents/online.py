@@ -293,7 +293,7 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     from vlarft.agents.config import config_to_json
     from vlarft.agents.export import export_policy, load_policy_export
     from vlarft.agents.metrics_log import TrainingLog
-    from vlarft.agents.plots import training_report
+    from vlarft.agents.plots import online_report
     from vlarft.datasets.reader import dataset_spec
     from vlarft.datasets.replay.reliable import read_progress
 
@@ -356,7 +356,7 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
             store.publish(s.head_params, int(s.step))
             checkpointer.save(int(s.step), s, meta)
             server.checkpoint()
-            record.drain()
+            record.drain(log)
 
         def actors_finished() -> bool:
             progress = [p for p in read_progress(server.client, settings.max_actors) if p is not None]
@@ -396,7 +396,7 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         log.close()
         server.stop()
         checkpointer.close()
-    reports = training_report(options.workdir, Path(options.workdir) / "report")
+    reports = online_report(options.workdir, Path(options.workdir) / "report")
     return {**final, **record.summary(), **extra, "replay_sizes": replay_sizes,
             "learner_steps": int(state.step) - first_step, "role": settings.role, "report": reports,
             "wall_s": time.time() - start, "online_minutes": (time.time() - start) / 60}
@@ -516,7 +516,7 @@ def _run_actor_role(options, config, loss, settings, export, start) -> dict:
     from vlarft.agents import training
     from vlarft.agents.builder import ConRFTBuilder
     from vlarft.agents.metrics_log import TrainingLog
-    from vlarft.agents.plots import training_report
+    from vlarft.agents.plots import online_report
     from vlarft.datasets.replay import connect
     from vlarft.datasets.schema import EpisodeSpec
 
@@ -554,5 +554,5 @@ def _run_actor_role(options, config, loss, settings, export, start) -> dict:
             "actor_index": settings.actor_index, "transitions": actor.steps_done, "records_sent": writer.records,
             "resent": writer.resent, "reconnects": writer.reconnects, "journal_dropped": writer.dropped,
             "policy_versions": sorted({e.policy_version for e in record.episodes}),
-            "report": training_report(options.workdir, Path(options.workdir) / "report"),
+            "report": online_report(options.workdir, Path(options.workdir) / "report"),
             "wall_s": time.time() - start}

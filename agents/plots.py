@@ -18,14 +18,13 @@ Scalar = tuple[int, float, float]  # (step, wall_time, value)
 RATE_LIMITS = (-0.03, 1.03)
 # Charts of training_report: file stem -> (title, y label, y limits, tags drawn when logged).
 REPORT_METRICS: dict[str, tuple[str, str, tuple[float, float] | None, tuple[str, ...]]] = {
-    "success_rate": ("Success rate", "success rate", RATE_LIMITS, ("eval/success_rate", "online_eval/success_rate")),
-    "episode_length": ("Episode length", "steps", None, ("eval/mean_episode_length", "eval/mean_success_length",
-                                                         "online_eval/mean_success_length", "online/length")),
+    "success_rate": ("Success rate", "success rate", RATE_LIMITS, ("eval/success_rate",)),
+    "episode_length": ("Episode length", "steps", None, ("eval/mean_episode_length", "eval/mean_success_length")),
     "intervention_rate": ("Intervention rate", "intervened steps / steps", RATE_LIMITS,
                           ("train/intervention_rate", "eval/intervention_rate", "online/intervention_rate")),
 }
 # Tags whose TensorBoard step is not the learner step (the online actor logs per episode at env steps).
-STEP_UNITS = {"online/": "env steps", "online_eval/": "env steps"}
+STEP_UNITS = {"online/": "env steps"}
 SUCCESS_COLOUR, FAILURE_COLOUR = "#2ca02c", "#d62728"
 
 
@@ -169,3 +168,53 @@ def training_report(workdir: str | os.PathLike, out_dir: str | os.PathLike) -> l
 
 def _step_unit(tag: str) -> str:
     return next((unit for prefix, unit in STEP_UNITS.items() if tag.startswith(prefix)), "learner steps")
+
+
+# ---------------------------------------------------------------- the online report
+
+ONLINE_WINDOW = 5  # training episodes per rolling mean
+
+
+def online_report(workdir: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
+    """PNGs of an online run from its JSON-lines records (`agents/online_log.py`), with the true
+    wall-clock time of every episode and evaluation: success rate, episode length and intervention
+    rate, each against env steps (`online_<metric>_vs_env_steps.png`) and wall-clock minutes
+    (`online_<metric>_vs_minutes.png`). Evaluations are drawn as they are; training episodes as a
+    rolling mean over `ONLINE_WINDOW` episodes. Returns the paths written (none without records)."""
+    from vlarft.agents.online_log import EPISODES_FILE, EVALUATIONS_FILE, read_jsonl
+
+    episodes = read_jsonl(Path(workdir) / EPISODES_FILE)
+    evaluations = read_jsonl(Path(workdir) / EVALUATIONS_FILE)
+    if not episodes and not evaluations:
+        return []
+    rolling = f"training episodes (mean of {ONLINE_WINDOW})"
+    metrics = {
+        "success_rate": ("Success rate", "success rate", RATE_LIMITS,
+                         {"evaluation (no human)": _column(evaluations, "success_rate"),
+                          rolling: _rolling(_column(episodes, "success"))}),
+        "episode_length": ("Episode length", "steps", None,
+                           {"evaluation, successes": _column(evaluations, "mean_success_length"),
+                            rolling: _rolling(_column(episodes, "length"))}),
+        "intervention_rate": ("Intervention rate", "intervened steps / steps", RATE_LIMITS,
+                              {rolling: _rolling([(row, row["intervention_steps"] / max(row["length"], 1))
+                                                  for row in episodes])}),
+    }
+    run, out, written = Path(os.path.abspath(workdir)).name, Path(out_dir), []
+    for stem, (title, ylabel, ylim, series) in metrics.items():
+        for axis, key, xlabel in (("env_steps", "env_steps_total", "env steps"),
+                                  ("minutes", "elapsed_s", "wall-clock minutes")):
+            scale = 60.0 if axis == "minutes" else 1.0
+            lines = {label: [(row[key] / scale, value) for row, value in points]
+                     for label, points in series.items() if points}
+            written.append(plot_curves(lines, out / f"online_{stem}_vs_{axis}.png", f"{title} ({run})", xlabel,
+                                       ylabel, ylim))
+    return written
+
+
+def _column(rows: Sequence[dict], field: str) -> list[tuple[dict, float]]:
+    return [(row, float(row[field])) for row in rows if row.get(field) is not None]
+
+
+def _rolling(points: Sequence[tuple[dict, float]], window: int = ONLINE_WINDOW) -> list[tuple[dict, float]]:
+    values = [value for _, value in points]
+    return [(row, sum(values[max(0, i + 1 - window):i + 1]) / min(window, i + 1)) for i, (row, _) in enumerate(points)]

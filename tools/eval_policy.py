@@ -148,11 +148,13 @@ def training_curves(workdir: Path, out: Path) -> list[str]:
     """The run's training-report PNGs; a warning (not an error) when the run logged nothing."""
     from vlarft.agents import plots
 
+    online = plots.online_report(workdir, out)  # an online run's episode and evaluation records
     try:
-        return plots.training_report(workdir, out)
+        return plots.training_report(workdir, out) + online
     except FileNotFoundError as e:
-        print(f"warning: no training report: {e}", file=sys.stderr)
-        return []
+        if not online:
+            print(f"warning: no training report: {e}", file=sys.stderr)
+        return online
 
 
 def run(args: argparse.Namespace) -> dict:
