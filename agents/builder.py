@@ -102,8 +102,9 @@ class ConRFTBuilder:
         from vlarft.agents.learner import Learner
 
         normalizer = self.export.normalizer
+        online_source = 0 if self.plan.online_fraction > 0 else None  # mixed batches put online rows first
         return Learner(self.config, self.loss, self.spec.action_dim, tuple(self.spec.cameras),
-                       np.asarray(normalizer.mean), np.asarray(normalizer.std))
+                       np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source)
 
     def make_policy(self, head_params=None, *, deterministic: bool = True, seed: int = 0):
         """The acting policy: the export's backbone with `head_params` (default the export's head)."""

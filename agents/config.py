@@ -107,6 +107,10 @@ class LossConfig:
       cql_alpha: weight of the Cal-QL conservative term (0 = plain TD, the online stage).
       bc_weight: beta, weight of the consistency BC term in the actor loss.
       q_weight: eta, weight of -Q in the actor loss.
+      online_bc_weight: weight of the BC term on online rows the policy itself chose (not human
+        interventions), relative to demo and intervention rows. 1 = BC on the whole mixed batch
+        (paper and reference code); 0 = BC only on demonstrations and interventions (a variant
+        of the reference's forks, so the actor does not imitate its own exploration).
       cql_n_actions: sampled actions per group (random / current / next) per state (10).
       cql_temp: temperature of the log-mean-exp (1).
       calql_bound_random: the Monte-Carlo lower bound also covers the uniform random actions
@@ -119,6 +123,7 @@ class LossConfig:
     cql_alpha: float = 0.01
     bc_weight: float = 1.0
     q_weight: float = 0.1
+    online_bc_weight: float = 1.0
     cql_n_actions: int = 10
     cql_temp: float = 1.0
     calql_bound_random: bool = True

@@ -36,16 +36,19 @@ class LearnerState:
     rng: jax.Array
 
 
-def loss_batch(item: Mapping, state_mean, state_std) -> dict:
+def loss_batch(item: Mapping, state_mean, state_std, online_source: int | None = None,
+               online_bc_weight: float = 1.0) -> dict:
     """A replay batch (`datasets/replay` item layout) -> the layout `agents/losses.py` reads,
-    with proprio z-scored by the dataset statistics."""
+    with proprio z-scored by the dataset statistics. With `online_source` (the `source` index of
+    the online table) and `online_bc_weight` != 1, `bc_row_weights` weighs the BC term of online
+    rows that are not human interventions."""
 
     def observation(obs):
         out = dict(obs)
         out["state"] = (obs["state"] - state_mean) / state_std
         return out
 
-    return {
+    batch = {
         "observations": observation(item["observation"]),
         "next_observations": observation(item["next_observation"]),
         "actions": item["action"],
@@ -53,14 +56,19 @@ def loss_batch(item: Mapping, state_mean, state_std) -> dict:
         "discounts": item["discount"],
         "mc_returns": item["mc_return"],
     }
+    if online_source is not None and online_bc_weight != 1.0 and "source" in item:
+        own = (item["source"] == online_source) & ~item["intervention"].astype(bool)
+        batch["bc_row_weights"] = jnp.where(own, online_bc_weight, 1.0)
+    return batch
 
 
 class Learner:
     """Builds, initialises and updates a `LearnerState` for one stage's loss weights."""
 
     def __init__(self, config: AgentConfig, loss: LossConfig, action_dim: int, cameras: tuple[str, ...],
-                 state_mean: np.ndarray, state_std: np.ndarray):
+                 state_mean: np.ndarray, state_std: np.ndarray, online_source: int | None = None):
         self.config, self.loss, self.action_dim = config, loss, action_dim
+        self.online_source = online_source  # `source` index of online rows in replay batches (None: none)
         self.head = ConsistencyHead(config.head, action_dim)
         self.critic = Critic(config.critic, tuple(cameras))
         self.head_tx = optax.adam(config.train.learning_rate)
@@ -102,7 +110,7 @@ class Learner:
         return state.replace(step=state.step + 1), {**metrics, **joint, **weights}
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
-        batch = loss_batch(item, self.state_mean, self.state_std)
+        batch = loss_batch(item, self.state_mean, self.state_std, self.online_source, self.loss.online_bc_weight)
         rng, k_crop, k_critic, k_actor = jax.random.split(state.rng, 4)
         if self.config.critic.input == "pixels":
             k_obs, k_next = jax.random.split(k_crop)

@@ -36,9 +36,10 @@ def bc_weight(sigma, cfg: ConsistencyConfig):
 
 
 def consistency_bc_loss(head_apply: Callable, head_params, embedding, state, actions, rng,
-                        cfg: ConsistencyConfig) -> tuple[jax.Array, dict]:
+                        cfg: ConsistencyConfig, row_weights=None) -> tuple[jax.Array, dict]:
     """L_BC = mean_b w(sigma_i) mean_d (f(a + sigma_i z, sigma_i | s) - a)^2, i ~ U{0..M-2} per element.
 
+    `row_weights` [B] (optional) turn both means over b into weighted means.
     Returns (loss, {"bc_loss", "bc_mse"}); bc_mse is the unweighted squared error.
     """
     sigmas = jnp.asarray(karras_sigmas(cfg))
@@ -48,8 +49,10 @@ def consistency_bc_loss(head_apply: Callable, head_params, embedding, state, act
     noisy = actions + sigma[..., None] * jax.random.normal(k_noise, actions.shape, actions.dtype)
     denoised = head_apply({"params": head_params}, noisy, sigma, embedding, state)
     mse = jnp.mean((denoised - actions) ** 2, axis=-1)
-    loss = jnp.mean(bc_weight(sigma, cfg) * mse)
-    return loss, {"bc_loss": loss, "bc_mse": jnp.mean(mse)}
+    rows = jnp.ones_like(mse) if row_weights is None else jnp.asarray(row_weights, mse.dtype)
+    mean = lambda x: jnp.sum(rows * x) / jnp.maximum(jnp.sum(rows), 1e-6)
+    loss = mean(bc_weight(sigma, cfg) * mse)
+    return loss, {"bc_loss": loss, "bc_mse": mean(mse)}
 
 
 def td_target(rewards, discounts, gamma: float, next_q_target):
@@ -150,7 +153,7 @@ def actor_loss(head_apply: Callable, head_params, critic_apply: Callable | None,
     obs, actions = batch["observations"], batch["actions"]
     k_bc, k_pi, k_q = jax.random.split(rng, 3)
     bc, metrics = consistency_bc_loss(head_apply, head_params, obs["embedding"], obs["state"], actions, k_bc,
-                                      head_cfg)
+                                      head_cfg, batch.get("bc_row_weights"))
     loss = loss_cfg.bc_weight * bc
     if loss_cfg.q_weight != 0:
         a_pi = sample_actions(head_apply, head_params, obs["embedding"], obs["state"], k_pi, head_cfg,

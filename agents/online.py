@@ -491,6 +491,11 @@ def make_actor(options, config, settings, builder, spec, address, client, record
         published = ReverbParameterStore(new_client, builder.export.head_params, settings.max_actors).latest()
         return None if published is None else published.durable_for(settings.actor_index)
 
+    if env_factory is None:
+        from vlarft.agents.training import ConfigMismatchError
+
+        raise ConfigMismatchError("the online actor needs a robot: pass --env (e.g. --env=franka:<task>); only "
+                                  "simulator datasets imply their environment")
     episode_dir = Path(options.workdir) / "episodes"
     episode_dir.mkdir(parents=True, exist_ok=True)
     done_before = recorded_transitions(episode_dir)  # a resumed run continues its env-step budget

@@ -41,6 +41,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="loss weights of the paper or of the reference code")
     parser.add_argument("--bc_weight", type=float, default=-1.0, help="override the preset's beta (BC weight)")
     parser.add_argument("--q_weight", type=float, default=-1.0, help="override the preset's eta (Q weight)")
+    parser.add_argument("--online_bc_weight", type=float, default=-1.0,
+                        help="online: BC weight of the policy's own online rows (1: whole batch, as the paper; "
+                             "0: demos and interventions only)")
     parser.add_argument("--init_from", default="", help="policy workdir to start from (offline: SFT run)")
     parser.add_argument("--env", default="", help="evaluation env (default: sim:<dataset task>)")
     parser.add_argument("--eval_episodes", type=int, default=-1, help="episodes per evaluation (-1: config)")
@@ -109,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def loss_for(stage: str):
         loss = loss_preset(args.loss_preset, stage)
-        overrides = {k: v for k, v in (("bc_weight", args.bc_weight), ("q_weight", args.q_weight)) if v >= 0}
+        overrides = {k: v for k, v in (("bc_weight", args.bc_weight), ("q_weight", args.q_weight),
+                                        ("online_bc_weight", args.online_bc_weight)) if v >= 0}
         return dataclasses.replace(loss, **overrides)
     options = training.StageOptions(dataset_dir=args.dataset_dir, workdir=args.workdir, steps=args.steps,
                                     env=args.env, eval_episodes=args.eval_episodes, init_from=args.init_from,

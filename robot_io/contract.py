@@ -11,7 +11,9 @@ Episodes end with `terminated=True` on task success (a true terminal), or `trunc
 the time limit. Tools and agents only ever see this contract, never whether the robot is real.
 
 Every environment also exposes `env.unwrapped.robot_spec` (a `RobotSpec`), telling recorders
-and converters what they are looking at.
+and converters what they are looking at. A robot that must know when an episode ends before its
+own time limit (the Franka's control watchdog) has `env.unwrapped.end_episode()`; wrappers that
+end episodes themselves (operator buttons, a reward classifier) call `notify_episode_end(env)`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ STATE_DIM = sum(n for _, n in STATE_LAYOUT)
 INFO_SUCCESS = "success"
 INFO_INTERVENTION = "intervention"
 INFO_INTERVENTION_ACTION = "intervention_action"
+
+
+def notify_episode_end(env: gym.Env) -> None:
+    """Tell the robot under `env` that a wrapper ended the episode (no more steps until the next
+    reset); a no-op for robots without `end_episode()`."""
+    end = getattr(env.unwrapped, "end_episode", None)
+    if callable(end):
+        end()
 
 
 def image_key(camera: str) -> str:

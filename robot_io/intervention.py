@@ -14,6 +14,10 @@ executed value. The env keeps stepping; info["paused"] marks these steps (neithe
 human actions, so recorders may drop them). Engaging while paused still moves the robot; every
 reset unpauses.
 
+SUCCESS, FAILURE, END_EPISODE and RERECORD end the episode (`operator_outcome`); the wrapper
+tells the robot at once (`contract.notify_episode_end`: the Franka's watchdog then stops
+expecting steps).
+
 Every step's info also has "buttons" (the device's events this step), "executed_action" and this
 episode's intervention statistics "intervention_segments" (engaged runs) and
 "intervention_steps" (engaged steps), also available as attributes.
@@ -31,9 +35,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from vlarft.robot_io.contract import INFO_INTERVENTION, INFO_INTERVENTION_ACTION, INFO_SUCCESS
+from vlarft.robot_io.contract import (
+    INFO_INTERVENTION,
+    INFO_INTERVENTION_ACTION,
+    INFO_SUCCESS,
+    notify_episode_end,
+)
 from vlarft.robot_io.teleop.common import GRIPPER_OPEN
 from vlarft.robot_io.teleop.base import END_EPISODE, FAILURE, PAUSE, RERECORD, SUCCESS, TeleopDevice
+
+
+EPISODE_END_BUTTONS = frozenset({SUCCESS, FAILURE, END_EPISODE, RERECORD})  # see `operator_outcome`
 
 
 def checked_action(action: Any, space: gym.spaces.Box, what: str) -> np.ndarray:
@@ -92,6 +104,8 @@ class InterventionWrapper(gym.Wrapper):
             executed = self._hold_still() if self.paused else policy_action
         self._engaged = engaged
         observation, reward, terminated, truncated, info = self.env.step(executed)
+        if command.buttons & EPISODE_END_BUTTONS:
+            notify_episode_end(self.env)
         self._track_gripper(executed, engaged)
         info = {
             **info,

@@ -19,7 +19,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from vlarft.robot_io.contract import INFO_SUCCESS, image_key
+from vlarft.robot_io.contract import INFO_SUCCESS, image_key, notify_episode_end
 
 INFO_ENV_SUCCESS = "env_success"
 INFO_SUCCESS_PROBABILITY = "success_probability"
@@ -66,6 +66,8 @@ class RewardClassifierWrapper(gym.Wrapper):
         probability = float(self.probability_fn(observation))
         self.streak = self.streak + 1 if probability >= self.threshold else 0
         success = self.streak >= self.consecutive
+        if success and not (terminated or truncated):
+            notify_episode_end(self.env)
         info = {**info, INFO_ENV_SUCCESS: bool(info.get(INFO_SUCCESS, False)), INFO_SUCCESS: success,
                 INFO_SUCCESS_PROBABILITY: probability}
         return observation, float(success), bool(terminated or success), bool(truncated and not success), info

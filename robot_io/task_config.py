@@ -4,9 +4,11 @@
     config = load_task_config("/lab/tasks/my_task.toml", server_url="http://172.16.0.1:5000/")
 
 A task file is one flat TOML table whose keys are `TaskConfig` fields, plus `[[cameras]]` tables
-(`CameraConfig` fields) and the `[precision_params]` / `[compliance_params]` tables of controller
-parameters. Unknown keys are refused; `REQUIRED_KEYS` must be present (no silent defaults for the
-workspace or the server). Every error names the file and the field.
+(`CameraConfig` fields), the `[precision_params]` / `[compliance_params]` tables of controller
+parameters and optional `[teleop.<device>]` tables (the lab's teleop device settings, e.g.
+`[teleop.spacemouse]` with `button_events = {12 = "success"}`). Unknown keys are refused;
+`REQUIRED_KEYS` must be present (no silent defaults for the workspace or the server). Every error
+names the file and the field.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ class TaskConfig:
       request_timeout_s: time budget of a server request outside the control loop, s.
       watchdog_margin_s: how late the control loop may be before the arm is stopped, s.
       clear_errors_each_step: post `clearerr` before every step's command (HIL-SERL does).
+      teleop: settings of the lab's teleop devices for this robot: device name (`spacemouse`,
+        `gamepad`, ...) -> fields of its config dataclass (`SpaceMouseConfig`, ...), applied by
+        `teleop.make_device_for` whenever a tool builds that device for this env. TOML keys are
+        strings, so tables keyed by numbers (`button_events = {12 = "success"}`) get int keys.
     """
 
     name: str = "franka_task"
@@ -107,6 +113,7 @@ class TaskConfig:
     request_timeout_s: float = 1.0
     watchdog_margin_s: float = 0.25
     clear_errors_each_step: bool = True
+    teleop: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("xyz_low", "xyz_high", "euler_low", "euler_high", "reset_pose"):
@@ -142,6 +149,7 @@ class TaskConfig:
             raise TaskConfigError("field 'classifier_dir' is required when reward_source = \"classifier\"")
         for name in ("precision_params", "compliance_params"):
             _set(self, name, _params(name, getattr(self, name)))
+        _set(self, "teleop", _teleop(self.teleop))
         self._check_cameras()
         self._check_workspace()
 
@@ -210,6 +218,28 @@ def _params(name: str, value: Any) -> dict[str, float]:
         if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
             raise TaskConfigError(f"field '{name}.{key}' must be a finite number, got {item!r}")
     return dict(value)
+
+
+def _teleop(value: Any) -> dict[str, dict[str, Any]]:
+    from vlarft.robot_io.teleop import DEVICES
+
+    if not isinstance(value, dict):
+        raise TaskConfigError(f"field 'teleop' must be a table of [teleop.<device>] tables, got {value!r}")
+    out = {}
+    for device, fields in value.items():
+        if device not in DEVICES:
+            raise TaskConfigError(f"field 'teleop.{device}': unknown teleop device; known: {list(DEVICES)}")
+        if not isinstance(fields, dict):
+            raise TaskConfigError(f"field 'teleop.{device}' must be a table of device settings, got {fields!r}")
+        out[device] = {key: _int_keys(item) for key, item in fields.items()}
+    return out
+
+
+def _int_keys(value: Any) -> Any:
+    """A table whose keys all spell integers (TOML `{12 = "success"}`) with int keys; others as they are."""
+    if isinstance(value, dict) and value and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in value):
+        return {int(k): v for k, v in value.items()}
+    return value
 
 
 # --- files ------------------------------------------------------------------------------------

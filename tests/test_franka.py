@@ -347,6 +347,36 @@ def test_the_watchdog_sleeps_between_episodes(make, server):
     env.step(np.zeros(7))
 
 
+def test_an_episode_the_operator_ends_puts_the_watchdog_to_sleep(make, server):
+    from vlarft.robot_io.intervention import InterventionWrapper
+    from vlarft.robot_io.teleop.base import SUCCESS, TeleopCommand
+
+    class SuccessButton:  # a device whose operator presses SUCCESS on the second poll
+        polls = 0
+
+        def reset(self):
+            pass
+
+        def poll(self):
+            self.polls += 1
+            buttons = frozenset({SUCCESS}) if self.polls == 2 else frozenset()
+            return TeleopCommand(np.zeros(7, np.float32), False, buttons)
+
+        def close(self):
+            pass
+
+    env = InterventionWrapper(make(), SuccessButton())
+    env.reset(seed=0)
+    env.step(np.zeros(7))
+    info = env.step(np.zeros(7))[4]
+    assert info["buttons"] == {SUCCESS}  # the episode ended here (operator_outcome)
+    done_at = time.monotonic()
+    time.sleep(PERIOD + MARGIN + 0.1)  # writing the episode, the operator resetting the scene
+    assert poses_sent(server, since=done_at) == [] and env.unwrapped.watchdog.reason is None
+    env.reset(seed=1)
+    env.step(np.zeros(7))
+
+
 def test_reset_modes_joint_reset_period_and_seeded_randomisation(make, server):
     env = make(joint_reset_every=2, reset_xy_range=0.03, reset_z_range=0.01, reset_yaw_range=0.2)
     server.clear_recorded()

@@ -70,6 +70,30 @@ def test_bc_weight_and_loss_by_hand():
         assert float(metrics["bc_mse"]) == pytest.approx(0.25)
 
 
+def test_bc_row_weights_restrict_the_bc_term_to_chosen_rows():
+    """Rows weighted 0 (the policy's own online actions with online_bc_weight = 0) add nothing;
+    the loss is the weighted mean over the other rows (hand-computed with a zero head)."""
+    cfg = dataclasses.replace(TINY.head, num_scales=2, sigma_max=1.0)  # weight 5 at sigma = sigma_min..max
+    zero_head = lambda variables, x, sigma, embedding, state: jnp.zeros_like(x)
+    actions = jnp.stack([jnp.full((A,), 0.5), jnp.full((A,), 1.0), jnp.full((A,), 0.2)] + [jnp.zeros(A)] * (B - 3))
+    embedding, state = jnp.zeros((B, E)), jnp.zeros((B, S))
+    rows = jnp.zeros(B).at[0].set(1.0).at[2].set(3.0)
+    loss, metrics = losses.consistency_bc_loss(zero_head, {}, embedding, state, actions, jax.random.PRNGKey(0), cfg,
+                                               rows)
+    assert float(metrics["bc_mse"]) == pytest.approx((0.25 + 3 * 0.04) / 4, rel=1e-6)
+    assert float(loss) == pytest.approx(5.0 * (0.25 + 3 * 0.04) / 4, rel=1e-6)
+    # loss_batch weighs only online (source 0), non-intervention rows.
+    from vlarft.agents.learner import loss_batch
+
+    obs = {"embedding": embedding[:4], "state": state[:4]}
+    item = {"observation": obs, "next_observation": obs, "action": actions[:4], "reward": jnp.zeros(4),
+            "discount": jnp.ones(4), "mc_return": jnp.zeros(4), "source": jnp.array([0, 0, 1, 1]),
+            "intervention": jnp.array([False, True, False, True])}
+    weights = loss_batch(item, jnp.zeros(S), jnp.ones(S), online_source=0, online_bc_weight=0.25)["bc_row_weights"]
+    assert weights.tolist() == [0.25, 1.0, 1.0, 1.0]
+    assert "bc_row_weights" not in loss_batch(item, jnp.zeros(S), jnp.ones(S), online_source=0)
+
+
 def const_critic(variables, observation, actions, train=False, rngs=None):
     """Q_k(s, a) = c_k for every state and action."""
     c = variables["params"]["c"]

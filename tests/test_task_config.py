@@ -111,6 +111,34 @@ def test_unknown_and_missing_keys_are_refused(tmp_path):
         load_task_config(write(tmp_path, VALID), server="http://x/")
 
 
+def test_teleop_tables_configure_the_lab_devices(tmp_path, monkeypatch):
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from vlarft.robot_io.teleop import make_device_for
+
+    teleop = '\n[teleop.spacemouse]\nbutton_events = {12 = "success", 13 = "failure"}\ndead_zone = 0.1\n'
+    config = load_task_config(write(tmp_path, VALID + teleop))
+    assert config.teleop == {"spacemouse": {"button_events": {12: "success", 13: "failure"}, "dead_zone": 0.1}}
+    assert load_task_config(write(tmp_path, VALID, "plain.toml")).teleop == {}
+    # make_device_for applies them (FrankaEnv exposes them as `teleop_options`); hidapi faked:
+    # one SpaceMouse Pro whose reads time out.
+    device = SimpleNamespace(open_path=lambda path: None, close=lambda: None,
+                             read=lambda size, timeout_ms: time.sleep(timeout_ms / 1000) or [])
+    pro = {"vendor_id": 0x046D, "product_id": 0xC62B, "path": b"/dev/hidraw1", "usage_page": 1, "usage": 8}
+    monkeypatch.setitem(sys.modules, "hid", SimpleNamespace(enumerate=lambda: [pro], device=lambda: device))
+    env = SimpleNamespace(teleop_options=config.teleop)
+    env.unwrapped = env
+    mouse = make_device_for("spacemouse", env)
+    mouse.close()
+    assert mouse.config.button_events == {12: "success", 13: "failure"} and mouse.config.dead_zone == 0.1
+    with pytest.raises(TaskConfigError, match=r"teleop\.joystick9000"):
+        load_task_config(write(tmp_path, VALID + "\n[teleop.joystick9000]\ngain = 1\n", "bad.toml"))
+    with pytest.raises(TaskConfigError, match=r"teleop\.spacemouse"):
+        load_task_config(write(tmp_path, VALID + '\n[teleop]\nspacemouse = "pro"\n', "bad2.toml"))
+
+
 def test_syntax_errors_and_missing_files_name_the_file(tmp_path):
     path = write(tmp_path, VALID + "\ncontrol_hz = = 3\n")
     with pytest.raises(TaskConfigError, match="not valid TOML") as err:

@@ -7,7 +7,8 @@ The device drives the robot through the same intervention wrapper the online sta
 "policy" here holds still), so every step records who acted. Successful episodes are kept;
 `--keep_failures` keeps failed ones too (flagged `success=False` in their metadata). Device
 buttons: SUCCESS / FAILURE end the episode with that outcome, END_EPISODE ends it as a time-limit
-end, RERECORD throws the episode away and starts again, PAUSE holds the robot.
+end, RERECORD throws the episode away and starts again, PAUSE holds the robot (on a Franka, the task
+TOML's `[teleop.<device>]` table configures the device, e.g. which SpaceMouse button is SUCCESS).
 Ctrl-C stops cleanly: every finished episode is already on disk; only the one in progress is lost.
 The last line of standard output is a JSON summary.
 """

@@ -51,6 +51,7 @@ class JobSettings:
     offline_steps: int = 1500
     eval_episodes: int = 20
     online_env_steps: int = 2000
+    online_bc_weight: float = 1.0
     online_q_weight: float = 0.1
     online_eval_every: int = 500
     online_eval_episodes: int = 5
@@ -59,7 +60,8 @@ class JobSettings:
     @classmethod
     def full(cls, **overrides) -> "JobSettings":
         return cls(**{**dict(episodes=30, image_size=128, config="small", batch_size=256, sft_steps=20000,
-                             offline_steps=20000, eval_episodes=20, online_env_steps=20000, online_q_weight=1.0,
+                             offline_steps=20000, eval_episodes=20, online_env_steps=20000, online_bc_weight=0.5,
+                             online_q_weight=1.0,
                              online_eval_every=2000, online_eval_episodes=10), **overrides})
 
 
@@ -105,7 +107,8 @@ def train_stages(task: str, dataset_dir: str, workdir: Path, settings: JobSettin
     console.print(f"[bold]{task}[/]: online HIL-ConRFT with scripted interventions ({settings.online_env_steps} "
                   f"env steps)")
     online = run_online(dataclasses.replace(options("", "online", 0), init_from=str(runs / "offline")), config,
-                        dataclasses.replace(loss_preset("paper", "online"), q_weight=settings.online_q_weight),
+                        dataclasses.replace(loss_preset("paper", "online"), bc_weight=settings.online_bc_weight,
+                                            q_weight=settings.online_q_weight),
                         OnlineSettings(env_steps=settings.online_env_steps, teleop="scripted_intervention",
                                        eval_every=settings.online_eval_every,
                                        eval_episodes=settings.online_eval_episodes))

@@ -36,7 +36,8 @@ roll near π does not jump between ±π), TCP twist (base frame), gripper openin
 1 open), force, torque. Reward: 0 and info["success"] = False from the env itself; with
 `reward_source = "operator"` success comes from the operator's SUCCESS button
 (`intervention.operator_outcome`), with `"classifier"` `make_franka_env` wraps the env in
-`RewardClassifierWrapper`. Episodes end by `truncated` at `max_episode_steps`.
+`RewardClassifierWrapper`. Episodes end by `truncated` at `max_episode_steps`; wrappers that end
+one sooner call `end_episode()` (through `contract.notify_episode_end`), which disarms the watchdog.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class FrankaEnv(gym.Env):
         )
         self.observation_space = observation_space(self.robot_spec)
         self.action_space = action_space(self.robot_spec)
+        self.teleop_options = config.teleop  # the lab's device settings (`teleop.make_device_for`)
         self.workspace = config.workspace
         self.period_s = 1.0 / config.control_hz
         self.client = FrankaClient(config.server_url, timeout_s=config.request_timeout_s)
@@ -177,6 +179,12 @@ class FrankaEnv(gym.Env):
             self.rig.close()
         finally:
             self._shutdown()
+
+    def end_episode(self) -> None:
+        """The episode ended outside this env (the operator's SUCCESS / FAILURE / END_EPISODE /
+        RERECORD button, a reward classifier's success): the watchdog stops expecting steps until
+        the next step(), so the pause before the next reset is not taken for a stalled client."""
+        self.watchdog.end_episode()
 
     @property
     def elapsed_steps(self) -> int:

@@ -8,7 +8,8 @@
   * `spacemouse` - 3Dconnexion SpaceMouse over HID (`spacemouse.SpaceMouse`);
   * `keyboard`   - keys in a pygame window with a live camera view (`keyboard.KeyboardTeleop`);
   * `gamepad`    - pygame joystick with a dead-man button, hold RB (`gamepad.GamepadTeleop`).
-For the hardware devices `kwargs` are fields of their config dataclass (e.g. `dead_zone=0.1`).
+For the hardware devices `kwargs` are fields of their config dataclass (e.g. `dead_zone=0.1`);
+`make_device_for` takes them from the env (a Franka task TOML's `[teleop.<device>]` table).
 
 Frame convention of the default mappings: the operator stands BEHIND the robot, looking along the
 robot base's +x axis, so +x = away from the operator, +y = to the operator's left, +z = up, and
@@ -62,5 +63,9 @@ def make_teleop(name: str, env: Any = None, **kwargs: Any) -> TeleopDevice:
 
 def make_device_for(name: str, env: Any, seed: int = 0) -> TeleopDevice:
     """`make_teleop` for a tool driving `env`: scripted devices get the env and a seed, hardware
-    devices their default config."""
-    return make_teleop(name, env=env, seed=seed) if name.startswith("scripted") else make_teleop(name)
+    devices their default config, both updated by the env's settings for that device
+    (`env.unwrapped.teleop_options[name]`, e.g. a Franka task TOML's `[teleop.spacemouse]`)."""
+    options = dict(getattr(getattr(env, "unwrapped", env), "teleop_options", {}).get(name, {}))
+    if name.startswith("scripted"):
+        return make_teleop(name, env=env, seed=seed, **options)
+    return make_teleop(name, **options)
