@@ -109,13 +109,13 @@ class OnlineActor(threading.Thread):
     def __init__(self, *, make_env: Callable[[], Any], policy, writer, store: ReverbParameterStore, episode_dir: str,
                  spec: EpisodeSpec, env_steps: int, steps_before: int, seed: int, record: OnlineRecord,
                  stop: threading.Event, evaluation: PeriodicEvaluation | None = None, actor_index: int = 0,
-                 operator: str = "scripted_intervention"):
+                 operator: str = "scripted_intervention", wait_durable: bool = False):
         super().__init__(name="online-actor", daemon=True)
         self.make_env, self.env = make_env, None  # built in the actor's thread: its GL context lives there
         self.policy, self.writer, self.store = policy, writer, store
         self.episode_dir, self.spec, self.env_steps, self.seed = episode_dir, spec, env_steps, seed
         self.record, self.stop, self.evaluation = record, stop, evaluation
-        self.actor_index, self.operator = actor_index, operator
+        self.actor_index, self.operator, self.wait_durable = actor_index, operator, wait_durable
         self.version = int(getattr(policy, "version", -1))  # the parameters it acts with
         self.incarnation: int | None = None  # of the learner that published them
         self.poller = ParameterPoller(store, lambda: writer.client, stop)
@@ -146,17 +146,33 @@ class OnlineActor(threading.Thread):
                 self.env.close()
 
     def _finish_writer(self) -> None:
-        """Delivers the journal; an interrupted run waits for an unreachable server only briefly
-        (the steps are in the RLDS episode files either way)."""
+        """Delivers the journal and marks this actor finished. A remote actor (`wait_durable`) then
+        stays until its learner has checkpointed every step (a learner restarted meanwhile makes it
+        re-send first). An interrupted run waits only briefly (the steps are in the RLDS episode
+        files either way)."""
         from vlarft.datasets.replay import ReplayError
 
         interrupted = self.steps_done < self.env_steps
+        timeout_s = 5.0 if interrupted else 600.0
+        deadline = time.monotonic() + timeout_s
         try:
-            self.writer.finish(timeout_s=5.0 if interrupted else 600.0)
+            self.writer.finish(timeout_s=timeout_s)
+            while self.wait_durable and not self._all_durable():
+                if time.monotonic() > deadline:
+                    raise ReplayError(f"the learner at {self.writer.address} did not confirm this actor's "
+                                      f"{self.writer.records} steps within {timeout_s:g} s")
+                time.sleep(0.1)
+                self._refresh_params()
+                self.writer.finish(timeout_s=max(1.0, deadline - time.monotonic()))
         except ReplayError as error:
             if not interrupted:
                 raise
             logging.getLogger(__name__).warning("%s", error)
+
+    def _all_durable(self) -> bool:
+        published = self.poller.latest
+        return (published is not None and published.incarnation == self.writer.incarnation
+                and published.durable_for(self.actor_index) >= self.writer.records)
 
     def _refresh_params(self) -> None:
         """Adopts newer parameters (or a restarted learner's), trims the replay journal, and
@@ -166,6 +182,7 @@ class OnlineActor(threading.Thread):
             return
         self._seen = published
         restarted = self.incarnation is not None and published.incarnation != self.incarnation
+        self.writer.incarnation = published.incarnation  # progress from now on is for this learner
         if restarted and self.writer.reconnects == self._reconnects_seen:
             self.writer.resync()  # the writer did not notice the restart itself
         self._reconnects_seen = self.writer.reconnects
@@ -350,17 +367,20 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
                 "online": dataclasses.asdict(settings), "offline_from": os.path.abspath(options.init_from)}
 
         def save(s):
-            """Durable watermarks first (read before the replay checkpoint starts), then both checkpoints."""
+            """Reads the actors' progress, checkpoints learner and replay, then publishes the
+            progress as durable watermarks (an actor trims its journal only to a finished checkpoint)."""
             progress = read_progress(server.client, settings.max_actors)
-            store.durable = np.array([p.acknowledged if p else 0 for p in progress], np.int64)
-            store.publish(s.head_params, int(s.step))
+            durable = np.array([p.acknowledged if p and p.incarnation == store.incarnation else d
+                                for p, d in zip(progress, store.durable)], np.int64)
             checkpointer.save(int(s.step), s, meta)
             server.checkpoint()
+            store.durable = durable
+            store.publish(s.head_params, int(s.step))
             record.drain(log)
 
         def actors_finished() -> bool:
             progress = [p for p in read_progress(server.client, settings.max_actors) if p is not None]
-            return bool(progress) and all(p.finished for p in progress)
+            return bool(progress) and all(p.finished and p.incarnation == store.incarnation for p in progress)
 
         if actor is not None:
             actor.start()
@@ -381,7 +401,8 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
             if actor.error is not None:
                 raise actor.error
         save(state)
-        record.drain(log)
+        if settings.role == "learner":
+            time.sleep(1.0)  # remote actors wait to see their final durable watermark before exiting
         final = training.robot_evaluation(builder.make_policy(state.head_params), options, config, spec, int(state.step))
         export_policy(options.workdir, export.backbone_params, state.head_params,
                       {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
@@ -513,7 +534,7 @@ def make_actor(options, config, settings, builder, spec, address, client, record
                        episode_dir=str(episode_dir), spec=raw_spec, env_steps=max(0, settings.env_steps - done_before),
                        steps_before=done_before, seed=config.train.seed + 50_000 + first_step + done_before,
                        record=record, stop=stop, evaluation=evaluation, actor_index=settings.actor_index,
-                       operator=settings.teleop)
+                       operator=settings.teleop, wait_durable=settings.role == "actor")
 
 
 def _run_actor_role(options, config, loss, settings, export, start) -> dict:

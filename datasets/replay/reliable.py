@@ -5,10 +5,13 @@ journal (record `n` = the actor's n-th appended step, episode ends marked), writ
 and once the server acknowledged it (flush) records the count of acknowledged records in its own
 one-item progress table (`actor_progress_<index>`, one per actor, `progress_tables`).
 
-Durability. Before it checkpoints the server, the learner reads every actor's progress and
-publishes it as the *durable watermark* (with the parameters, `agents/parameters.py`): every
-record below it was on the server before the checkpoint began, so it is in the checkpoint. The
-actor drops journal records below its watermark.
+Durability. Before it checkpoints the server, the learner reads every actor's progress; once the
+checkpoint is written it publishes those counts as the *durable watermarks* (with the
+parameters, `agents/parameters.py`): every record below one was on the server before the
+checkpoint began, so it is in the checkpoint. The actor drops journal records below its
+watermark. Progress is tagged with the learner incarnation the actor last synchronised with, and
+a learner only trusts progress carrying its own: a progress write that Reverb's client delivered
+late to a restarted server (counting steps that server never got) is ignored.
 
 Failure. When the server stops answering, the actor keeps acting (with its last parameters) and
 journaling; every `retry_every_s` it tries to reconnect. On success it fetches its watermark `W`
@@ -41,7 +44,7 @@ def progress_table_name(actor_index: int) -> str:
 
 
 def progress_tables(max_actors: int) -> list[reverb.Table]:
-    """One one-item table per actor slot: [acknowledged records, finished flag]."""
+    """One one-item table per actor slot: [acknowledged records, finished flag, incarnation]."""
     return [reverb.Table(name=progress_table_name(i), sampler=reverb.selectors.Lifo(),
                          remover=reverb.selectors.Fifo(), max_size=1, rate_limiter=reverb.rate_limiters.MinSize(1))
             for i in range(max_actors)]
@@ -51,6 +54,7 @@ def progress_tables(max_actors: int) -> list[reverb.Table]:
 class ActorProgress:
     acknowledged: int  # records the server acknowledged
     finished: bool  # the actor has collected all its steps
+    incarnation: int  # of the learner the actor had synchronised with when it wrote this
 
 
 def read_progress(client: reverb.Client, max_actors: int) -> list[ActorProgress | None]:
@@ -63,7 +67,7 @@ def read_progress(client: reverb.Client, max_actors: int) -> list[ActorProgress 
             out.append(None)
             continue
         data = next(iter(client.sample(name, num_samples=1)))[0].data
-        out.append(ActorProgress(int(data[0]), bool(data[1])))
+        out.append(ActorProgress(int(data[0]), bool(data[1]), int(data[2])))
     return out
 
 
@@ -104,6 +108,7 @@ class ReliableWriter:
         self.writer = self.make_writer(self.client)
         self._last_attempt = 0.0
         self._finished = False
+        self.incarnation = 0  # the learner incarnation this actor last synchronised with (progress tag)
 
     @property
     def connected(self) -> bool:
@@ -187,7 +192,8 @@ class ReliableWriter:
 
     def _record_progress(self) -> None:
         self.acknowledged = self.records
-        self.client.insert([np.int64(self.acknowledged), np.int64(self._finished)], {self.progress_table: 1.0})
+        self.client.insert([np.int64(self.acknowledged), np.int64(self._finished), np.int64(self.incarnation)],
+                           {self.progress_table: 1.0})
 
     def _drop_connection(self) -> None:
         try:
