@@ -141,7 +141,8 @@ def print_table(rows: list[dict], workdir: Path, console: Console) -> None:
         mean = lambda key, field: sum(r[key][field] for r in rows) / len(rows)
         table.add_row("average", "", "", *(f"{mean(key, 'success_rate'):.0%} / {mean(key, 'mean_episode_length'):.1f}"
                                           for key, _ in STAGES), f"{mean('hil_conrft', 'online_minutes'):.1f}", "", "")
-    console.print(table, width=max(console.width, 140))  # a log file is not a narrow terminal
+    wide = Console(file=console.file, width=max(console.width, 140))  # a log file is not a narrow terminal
+    wide.print(table)
 
 
 def _jsonable(value):
