@@ -7,10 +7,39 @@ latest one and repeating an update on the same batch reproduces it bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import signal
+import threading
+from typing import Any, Iterator
 
 import jax
+
+
+_deferring = False
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C / SIGTERM arriving inside the block take effect (KeyboardInterrupt) when it ends,
+    so a checkpoint is never left half written. Nested blocks defer to the outermost; outside
+    the main thread it does nothing."""
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring = True
+    received: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _deferring = False
+    if received:
+        raise KeyboardInterrupt
 
 
 class Checkpointer:
@@ -33,9 +62,10 @@ class Checkpointer:
         ocp = self._ocp
         if step in self.manager.all_steps():
             return
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)), force=True)
-        self.manager.wait_until_finished()
+        with interrupts_deferred():
+            self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.wait_until_finished()
 
     def restore(self, like_state: Any, step: int | None = None) -> tuple[Any, dict]:
         """The state (same structure as `like_state`) and metadata of `step` (default latest)."""

@@ -306,7 +306,7 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
 
     from vlarft.agents import training
     from vlarft.agents.builder import ConRFTBuilder, ReplayPlan
-    from vlarft.agents.checkpointing import Checkpointer
+    from vlarft.agents.checkpointing import Checkpointer, interrupts_deferred
     from vlarft.agents.config import config_to_json
     from vlarft.agents.export import export_policy, load_policy_export
     from vlarft.agents.metrics_log import TrainingLog
@@ -369,14 +369,15 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
         def save(s):
             """Reads the actors' progress, checkpoints learner and replay, then publishes the
             progress as durable watermarks (an actor trims its journal only to a finished checkpoint)."""
-            progress = read_progress(server.client, settings.max_actors)
-            durable = np.array([p.acknowledged if p and p.incarnation == store.incarnation else d
-                                for p, d in zip(progress, store.durable)], np.int64)
-            checkpointer.save(int(s.step), s, meta)
-            server.checkpoint()
-            store.durable = durable
-            store.publish(s.head_params, int(s.step))
-            record.drain(log)
+            with interrupts_deferred():  # a signal now would leave the checkpoints out of step
+                progress = read_progress(server.client, settings.max_actors)
+                durable = np.array([p.acknowledged if p and p.incarnation == store.incarnation else d
+                                    for p, d in zip(progress, store.durable)], np.int64)
+                checkpointer.save(int(s.step), s, meta)
+                server.checkpoint()
+                store.durable = durable
+                store.publish(s.head_params, int(s.step))
+                record.drain(log)
 
         def actors_finished() -> bool:
             progress = [p for p in read_progress(server.client, settings.max_actors) if p is not None]

@@ -18,6 +18,7 @@ from vlarft.agents.checkpointing import Checkpointer
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.metrics_log import NonFiniteLossError
+from vlarft.datasets.reader import iterate_episodes
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.embed_dataset import embed_dataset
 from vlarft.tools.record_demos import record
@@ -263,9 +264,49 @@ def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, e
     assert acted["transitions"] <= online <= acted["transitions"] + acted["resent"], (acted, learned)
     episodes = [read_raw_episode(p)[0] for p in list_raw_episodes(tmp_path / "actor" / "episodes")]
     assert sum(len(e["steps"]["action"]) - 1 for e in episodes) == acted["transitions"]
+    interventions = sum(int(e["steps"]["intervention"][:-1].sum()) for e in episodes)
+    demos = sum(len(e["steps"]["action"]) - 1 for e in iterate_episodes(embedded.dataset_dir, "train"))
+    assert interventions > 0
+    assert interventions <= learned["replay_sizes"]["demo"] - demos <= interventions + acted["resent"], learned
     versions = acted["policy_versions"]
     assert versions[0] == 20 and versions[-1] > 20, versions  # the offline head, then the learner's
     assert Checkpointer(tmp_path / "learner" / "checkpoints").latest_step() > 40
+
+
+def test_sigterm_saves_everything_and_the_same_command_resumes(demos, embedded, tmp_path):
+    """SIGTERM mid-run: exit code 130 after the actor's episode is written and learner + replay
+    checkpoints are saved; the same command resumes (no prompt) and continues the env-step budget."""
+    import signal
+    import time
+
+    from vlarft.agents.checkpointing import Checkpointer
+    from vlarft.datasets.raw_episodes import list_raw_episodes, recorded_transitions
+
+    offline = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=20,
+                                    eval_episodes=0, show_progress=False)
+    training.run_offline(offline, tiny_config(), loss_preset("paper", "offline"))
+    workdir = tmp_path / "online"
+    cmd = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", "--config=tiny", "--batch_size=32",
+           f"--init_from={tmp_path / 'offline'}", f"--workdir={workdir}", "--no_progress", "--eval_episodes=0",
+           "--min_online=20", "--checkpoint_every=10", "--max_actor_lead=10", "--env_steps=100000"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(list_raw_episodes(workdir / "episodes")) < 2:
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-3000:]
+    assert "run the same command to resume" in err
+    step = Checkpointer(workdir / "checkpoints").latest_step()
+    assert step > 20 and list((workdir / "replay").iterdir())
+    collected = recorded_transitions(workdir / "episodes")
+    resumed = subprocess.run(cmd[:-1] + [f"--env_steps={collected + 30}"], capture_output=True, text=True,
+                             timeout=600, stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert 30 <= result["env_steps"] < 30 + 100  # only the rest of the budget (one episode may run over)
+    assert Checkpointer(workdir / "checkpoints").latest_step() > step  # the learner went on from its checkpoint
 
 
 def test_precomputed_language_embedding_feeds_the_backbone(tmp_path):
@@ -303,3 +344,19 @@ def test_precomputed_language_embedding_feeds_the_backbone(tmp_path):
     assert action.shape == (7,) and np.all(np.abs(action) <= 1)
     embedded = embed_dataset(dataset.dataset_dir, str(tmp_path / "sft"), str(tmp_path / "data"), log=QUIET)
     assert embedded.spec.language_embedding_dim == 8 and embedded.spec.embedding_dim == 64
+
+
+def test_interrupts_during_a_checkpoint_take_effect_after_it():
+    import os
+    import signal
+
+    from vlarft.agents.checkpointing import interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            with interrupts_deferred():  # nested: the outer block decides
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("inner")
+            done.append("outer")
+    assert done == ["inner", "outer"]
