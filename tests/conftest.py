@@ -36,3 +36,12 @@ def make_episode(episode_id="ep", length=5, terminal=True, seed=0, spec=SMALL_SP
         builder.add(rng.uniform(-1, 1, spec.action_dim), float(last and terminal), obs(),
                     terminated=last and terminal, intervention=bool(t % 2))
     return builder.finish(success=terminal if success is None else success)
+
+
+def int16le(*values):
+    """Hand-built little-endian int16 bytes."""
+    out = []
+    for v in values:
+        v &= 0xFFFF
+        out += [v & 0xFF, v >> 8]
+    return out

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import int16le
 from vlarft.agents import training
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.online import OnlineSettings, run_online
@@ -93,14 +94,6 @@ translational_clip_x = {compliance[translational_clip_x]}
 [teleop.spacemouse]
 button_events = {{ {button} = "success" }}
 """
-
-
-def int16le(*values):
-    out = []
-    for v in values:
-        v &= 0xFFFF
-        out += [v & 0xFF, v >> 8]
-    return out
 
 
 REST = (0, 0, 0, 0, 0, 0)

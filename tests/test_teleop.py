@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pygame  # noqa: E402
 import pytest  # noqa: E402
 
+from conftest import int16le  # noqa: E402
 from vlarft.robot_io.contract import (  # noqa: E402
     INFO_INTERVENTION,
     INFO_INTERVENTION_ACTION,
@@ -34,15 +35,6 @@ from vlarft.robot_io.teleop.base import (  # noqa: E402
 
 sm = spacemouse
 OPEN, CLOSED = -1.0, 1.0
-
-
-def int16le(*values):
-    """Hand-built little-endian int16 bytes."""
-    out = []
-    for v in values:
-        v &= 0xFFFF
-        out += [v & 0xFF, v >> 8]
-    return out
 
 
 # ----------------------------------------------------------------------------- SpaceMouse parser
