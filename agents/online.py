@@ -112,7 +112,7 @@ class OnlineActor(threading.Thread):
                  operator: str = "scripted_intervention", wait_durable: bool = False):
         super().__init__(name="online-actor", daemon=True)
         self.make_env, self.env = make_env, None  # built in the actor's thread: its GL context lives there
-        self.policy, self.writer, self.store = policy, writer, store
+        self.policy, self.writer = policy, writer
         self.episode_dir, self.spec, self.env_steps, self.seed = episode_dir, spec, env_steps, seed
         self.record, self.stop, self.evaluation = record, stop, evaluation
         self.actor_index, self.operator, self.wait_durable = actor_index, operator, wait_durable
@@ -305,7 +305,7 @@ def run_online(options, config, loss, settings: OnlineSettings) -> dict:
     import jax
 
     from vlarft.agents import training
-    from vlarft.agents.builder import ConRFTBuilder, ReplayPlan
+    from vlarft.agents.builder import ConRFTBuilder
     from vlarft.agents.checkpointing import Checkpointer, interrupts_deferred
     from vlarft.agents.config import config_to_json
     from vlarft.agents.export import export_policy, load_policy_export

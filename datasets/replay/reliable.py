@@ -212,7 +212,7 @@ class ReliableWriter:
             self.client = connect(self.address, timeout_s=2.0)
             self.writer = self.make_writer(self.client)
             self._resend()
-        except (ReplayError, Exception) as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - ReplayError from connect, or any Reverb failure
             log.info("replay server %s still unreachable: %s", self.address, str(error).splitlines()[0][:200])
             self._drop_connection()
             return False
