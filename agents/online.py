@@ -530,7 +530,8 @@ def make_actor(options, config, settings, builder, spec, address, client, record
                                         episodes=settings.eval_episodes, seed=config.train.seed + 90_000,
                                         video_dir=os.path.join(options.workdir, "videos"))
     writer = ReliableWriter(address, builder.make_transition_writer, actor_index=settings.actor_index,
-                            watermark=watermark, client=client, retry_every_s=settings.retry_every_s)
+                            watermark=watermark, client=client, retry_every_s=settings.retry_every_s,
+                            stop=stop.is_set)
     return OnlineActor(make_env=make_actor_env, policy=policy, writer=writer, store=store,
                        episode_dir=str(episode_dir), spec=raw_spec, env_steps=max(0, settings.env_steps - done_before),
                        steps_before=done_before, seed=config.train.seed + 50_000 + first_step + done_before,

@@ -89,16 +89,18 @@ class ReliableWriter:
       client: an already connected client (else one is made).
       retry_every_s: seconds between reconnection attempts while the server is unreachable.
       ack_timeout_s: how long to wait for an acknowledgement before checking the server is alive.
+      stop: () -> True once the actor shuts down; waiting for an acknowledgement then gives up.
       max_journal: records kept at most; beyond it the oldest are dropped with a warning (they
         were not known durable: a long outage loses them if the server then restarts).
     """
 
     def __init__(self, address: str, make_writer: Callable[[reverb.Client], Any], *, actor_index: int = 0,
                  watermark: Callable[[reverb.Client], int | None] = lambda client: None, client: reverb.Client | None = None,
-                 retry_every_s: float = 2.0, ack_timeout_s: float = 1.0, max_journal: int = 200_000):
+                 retry_every_s: float = 2.0, ack_timeout_s: float = 1.0, max_journal: int = 200_000,
+                 stop: Callable[[], bool] = lambda: False):
         self.address, self.make_writer, self.actor_index = address, make_writer, actor_index
         self.watermark, self.retry_every_s, self.max_journal = watermark, retry_every_s, max_journal
-        self.ack_timeout_s = ack_timeout_s
+        self.ack_timeout_s, self.stop = ack_timeout_s, stop
         self.progress_table = progress_table_name(actor_index)
         self.journal: list[_Record] = []
         self.base = 0  # global index of journal[0]
@@ -188,6 +190,8 @@ class ReliableWriter:
             try:
                 return operation(timeout_ms=int(self.ack_timeout_s * 1000))
             except reverb.errors.DeadlineExceededError:
+                if self.stop():  # shutting down: a learner no longer sampling would hold us forever
+                    raise ReplayError(f"stopped while {self.address} had not acknowledged a step") from None
                 self.client.server_info(timeout=2)
 
     def _record_progress(self) -> None:
