@@ -9,7 +9,8 @@ newest frame is kept) and a `state` vector (or kxS). An episode ends at a transi
 Those pipelines mark time-outs as `dones` too; here an episode is terminal only if it ended in a
 success (last reward > 0), otherwise it is a time-limit end (`is_last` without `is_terminal`).
 Rewards become sparse 0/1 (`reward > 0`) unless `binary_reward=False` (ConRFT's +10/-0.05
-shaping is then kept as is). Unpickling runs code: only convert files you trust.
+shaping is then kept as is). Files are read with `safe_pickle`'s restricted unpickler (numpy
+arrays and builtin containers/scalars only): a pickle that names anything else is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from vlarft.datasets.episode_builder import EpisodeBuilder
+from vlarft.datasets.safe_pickle import UnsafePickleError, load_data_pickle
 from vlarft.datasets.schema import Episode, EpisodeSpec
 
 SUFFIXES = (".pkl", ".pickle")
@@ -56,12 +58,14 @@ class PickleImportConfig:
 
 
 def load_transitions(path: str | os.PathLike) -> list[dict]:
-    """Unpickles a transition list; raises ValueError naming the file when it is damaged."""
+    """Unpickles a transition list (restricted unpickler); raises ValueError naming the file when
+    it is damaged or asks for anything but data."""
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError,
-            TypeError, ValueError) as e:
+        data = load_data_pickle(path)
+    except UnsafePickleError as e:
+        raise ValueError(f"{path}: not a data-only pickle ({e})") from None
+    except (EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, KeyError,
+            TypeError, ValueError, MemoryError) as e:
         raise ValueError(f"{path}: truncated or not a transition pickle ({type(e).__name__}: {e})") from None
     if not isinstance(data, (list, tuple)) or not all(isinstance(t, Mapping) for t in data):
         raise ValueError(f"{path}: expected a list of transition dicts, got {type(data).__name__}")

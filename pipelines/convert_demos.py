@@ -1,7 +1,7 @@
 """Beam job: teleoperated demos (raw .npz episodes or HIL-SERL pickles) -> RLDS dataset (TFDS).
 
     python pipelines/convert_demos.py --input=DEMO_DIR --output_dir=DATA_DIR --dataset=NAME \\
-        [--validation_fraction=0.1] [--num_shards=0] [standard Beam pipeline options]
+        [--validation_fraction=0.1] [--num_shards=0] [--allow_pickles] [standard Beam pipeline options]
 
 Runs on Beam's DirectRunner by default; any runner is chosen with standard pipeline options,
 e.g. `--runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=HOST:PORT`.
@@ -10,6 +10,8 @@ The dataset is assembled in a hidden `.incomplete-<version>` folder and moved in
 Beside the TFDS files it writes `dataset_statistics.json`, `dead_letters.jsonl` (inputs that
 could not be converted, with the reason) and `conversion.json` (what was done).
 The last line of standard output is the dataset directory, for `tfds.builder_from_directory`.
+HIL-SERL/ConRFT `.pkl` demos are read only with `--allow_pickles` (loading a pickle can run code;
+they are then read with a restricted, data-only unpickler); without it they are dead-lettered.
 """
 
 from __future__ import annotations
@@ -29,18 +31,20 @@ EPISODES_PER_SHARD = 100  # raw 128x128 two-camera episodes are ~0.5-1 MB as JPE
 
 def convert(inputs: Sequence[str], output_dir: str, dataset: str, *, version: str = "1.0.0",
             validation_fraction: float = 0.1, num_shards: int = 0,
-            pickle_config: PickleImportConfig = PickleImportConfig(),
+            pickle_config: PickleImportConfig = PickleImportConfig(), allow_pickles: bool = False,
             pipeline_args: Sequence[str] = (), log=print) -> JobResult:
-    """Converts demo files into an RLDS dataset at `output_dir/dataset/version`."""
+    """Converts demo files into an RLDS dataset at `output_dir/dataset/version`; pickles are read
+    only when `allow_pickles` (restricted unpickler), else dead-lettered."""
     files = discover_inputs(inputs)
     if not files:
         raise ConversionError(f"no input files (*.npz, *.pkl) found in {list(inputs)}")
     try:
-        spec = infer_spec(files, pickle_config)
+        spec = infer_spec(files, pickle_config, allow_pickles)
     except ValueError as e:
         raise ConversionError(str(e)) from None
     return run_rlds_job(
-        files, functools.partial(read_episodes, spec=spec, pickle_config=pickle_config), spec,
+        files, functools.partial(read_episodes, spec=spec, pickle_config=pickle_config,
+                                 allow_pickles=allow_pickles), spec,
         output_dir, dataset, version=version, validation_fraction=validation_fraction,
         num_buckets=num_shards or max(1, math.ceil(len(files) / EPISODES_PER_SHARD)),
         pipeline_args=pipeline_args, log=log, verb="Converting")
@@ -59,6 +63,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--num_shards", type=int, default=0,
                         help=f"shard buckets per split; 0 = one per {EPISODES_PER_SHARD} input files")
     group = parser.add_argument_group("HIL-SERL pickle inputs")
+    group.add_argument("--allow_pickles", action="store_true",
+                       help="read the .pkl/.pickle inputs (loading a pickle can run code: only for files you "
+                            "trust; they are read with a restricted, data-only unpickler); without it they "
+                            "are dead-lettered unread")
     group.add_argument("--task", default="unknown", help="task name for pickle episodes")
     group.add_argument("--instruction", default="do the task", help="language instruction for pickle episodes")
     group.add_argument("--camera_names", default="",
@@ -82,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = convert(args.input, args.output_dir, args.dataset, version=args.version,
                          validation_fraction=args.validation_fraction, num_shards=args.num_shards,
-                         pickle_config=pickle_config_from_args(args), pipeline_args=beam_args, log=log)
+                         pickle_config=pickle_config_from_args(args), allow_pickles=args.allow_pickles,
+                         pipeline_args=beam_args, log=log)
     except (ConversionError, ValueError) as e:
         log(f"error: {e}")
         return 1

@@ -3,6 +3,9 @@
 Two input formats are understood, chosen by file suffix:
   * `.npz`: our raw episode files (tools/record_demos.py), one episode per file;
   * `.pkl` / `.pickle`: HIL-SERL / ConRFT transition pickles, any number of episodes per file.
+    Loading a pickle can run code, so pickles are read only when the user trusts them
+    (`allow_pickles`, the converter's `--allow_pickles`), and then with the restricted unpickler
+    (`datasets/safe_pickle.py`); otherwise each one is dead-lettered unread.
 Reading never raises for bad data: each problem comes back as a `DeadLetter` naming the file
 (and episode) and the reason, so one damaged file never stops the good ones from converting.
 """
@@ -19,6 +22,8 @@ from vlarft.datasets import hilserl_pickle, raw_episodes
 from vlarft.datasets.schema import Episode, EpisodeSpec, validate_episode
 
 INPUT_SUFFIXES = (raw_episodes.SUFFIX, *hilserl_pickle.SUFFIXES)
+PICKLES_NOT_ALLOWED = ("not read: loading a pickle can run code hidden in it; pass --allow_pickles to "
+                       "read HIL-SERL/ConRFT pickles (with a restricted, data-only unpickler)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +52,10 @@ def discover_inputs(patterns: Sequence[str]) -> list[str]:
     return sorted(files)
 
 
-def read_episodes(path: str, spec: EpisodeSpec,
-                  pickle_config: hilserl_pickle.PickleImportConfig) -> Iterator[Episode | DeadLetter]:
-    """Every episode of one input file, validated against `spec`, or dead letters."""
+def read_episodes(path: str, spec: EpisodeSpec, pickle_config: hilserl_pickle.PickleImportConfig,
+                  allow_pickles: bool = False) -> Iterator[Episode | DeadLetter]:
+    """Every episode of one input file, validated against `spec`, or dead letters; a pickle is
+    only opened when `allow_pickles`."""
     if path.endswith(raw_episodes.SUFFIX):
         try:
             episode, _ = raw_episodes.read_raw_episode(path)
@@ -59,6 +65,9 @@ def read_episodes(path: str, spec: EpisodeSpec,
             yield DeadLetter(file=path, reason=e.reason)
         except ValueError as e:  # SchemaError names the episode, step and field
             yield DeadLetter(file=path, reason=str(e), episode_id=getattr(e, "episode_id", "") or "")
+        return
+    if not allow_pickles:
+        yield DeadLetter(file=path, reason=PICKLES_NOT_ALLOWED)
         return
     try:
         episodes = hilserl_pickle.episodes_from_pickle(path, pickle_config, spec)
@@ -72,10 +81,14 @@ def read_episodes(path: str, spec: EpisodeSpec,
             yield item
 
 
-def infer_spec(paths: Sequence[str], pickle_config: hilserl_pickle.PickleImportConfig) -> EpisodeSpec:
+def infer_spec(paths: Sequence[str], pickle_config: hilserl_pickle.PickleImportConfig,
+               allow_pickles: bool = False) -> EpisodeSpec:
     """The spec of the first readable input; the dataset's episodes must all match it."""
     problems = []
     for path in paths:
+        if path.endswith(hilserl_pickle.SUFFIXES) and not allow_pickles:
+            problems.append(f"{path}: {PICKLES_NOT_ALLOWED}")
+            continue
         try:
             if path.endswith(raw_episodes.SUFFIX):
                 return raw_episodes.read_raw_episode(path)[1]

@@ -1,7 +1,10 @@
 """The Beam conversion job on real files: round trip, dead letters, determinism, Dask, CLI."""
 
+import collections
 import json
+import os
 import pickle
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,7 @@ from vlarft.datasets import statistics
 from vlarft.datasets.reader import dataset_spec, iterate_episodes
 from vlarft.datasets.hilserl_pickle import PickleImportConfig
 from vlarft.datasets.raw_episodes import write_raw_episode
+from vlarft.datasets.safe_pickle import UnsafePickleError, load_data_pickle
 from vlarft.datasets.schema import EpisodeSpec, flatten
 from vlarft.pipelines.convert_demos import ConversionError, convert
 
@@ -91,7 +95,7 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_survive(tmp_path):
     dup = make_episode("ep01", seed=99)
     write_raw_episode(tmp_path / "raw" / "zz_duplicate.npz", dup, SMALL_SPEC)
     (tmp_path / "raw" / "zz_garbage.pkl").write_bytes(b"\x80\x04not a pickle")
-    result = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "with_bad", log=QUIET)
+    result = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "with_bad", allow_pickles=True, log=QUIET)
     by_file = {Path(d["file"]).name: d for d in result.dead_letters}
     assert set(by_file) == {"zz_truncated.npz", "zz_sixdof.npz", "zz_duplicate.npz", "zz_garbage.pkl"}
     assert "truncated" in by_file["zz_truncated.npz"]["reason"]
@@ -145,7 +149,7 @@ def test_hilserl_pickle_import(tmp_path):
                                 camera_names={"side_policy": "front", "wrist_1": "wrist"},
                                 ignore_keys=("classifier",))
     result = convert([str(tmp_path / "pkl")], str(tmp_path / "data"), "banana", pickle_config=config,
-                     validation_fraction=0.0, log=QUIET)
+                     allow_pickles=True, validation_fraction=0.0, log=QUIET)
     assert result.episodes == {"train": 3} and result.dead_letters == []
     assert result.spec == EpisodeSpec(cameras={"front": (16, 16), "wrist": (16, 16)})
     eps = {e: ep for e, (_, ep) in read_all(result.dataset_dir).items()}
@@ -163,6 +167,61 @@ def test_hilserl_pickle_import(tmp_path):
     assert len(tail["steps"]["action"]) == 2 and not tail["steps"]["is_terminal"].any()
     assert tail["episode_metadata"]["task"] == "pick_banana"
     assert tail["steps"]["language_instruction"][0] == "pick up the banana"
+
+
+class RunsAShellCommand:
+    """What a hostile pickle holds: unpickling it runs `command`."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def write_hostile_pickle(path: Path, marker: Path) -> None:
+    transitions = hilserl_episode(np.random.default_rng(1), [0.0, 1.0])
+    transitions[0]["infos"] = {"note": RunsAShellCommand(f"touch {shlex.quote(str(marker))}")}
+    path.write_bytes(pickle.dumps(transitions))
+
+
+def test_pickles_are_opt_in_and_never_run_code(tmp_path):
+    write_demo_dir(tmp_path / "raw", count=2)
+    with open(tmp_path / "raw" / "trusted_demos.pkl", "wb") as f:
+        pickle.dump(hilserl_episode(np.random.default_rng(0), [0.0, 1.0]), f, protocol=2)
+    marker = tmp_path / "the_pickle_ran_code"
+    (tmp_path / "raw" / "nested").mkdir()
+    write_hostile_pickle(tmp_path / "raw" / "nested" / "demos.pkl", marker)  # found by the recursive search
+    config = PickleImportConfig(camera_names={"side_policy": "front", "wrist_1": "wrist"}, ignore_keys=("classifier",))
+
+    closed = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "closed", pickle_config=config, log=QUIET)
+    reasons = {Path(d["file"]).name: d["reason"] for d in closed.dead_letters}
+    assert set(reasons) == {"trusted_demos.pkl", "demos.pkl"} and all("--allow_pickles" in r for r in reasons.values())
+    assert sum(closed.episodes.values()) == 2 and not marker.exists()
+
+    opened = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "opened", pickle_config=config,
+                     allow_pickles=True, log=QUIET)
+    assert not marker.exists()
+    [dead] = opened.dead_letters
+    assert Path(dead["file"]).name == "demos.pkl" and "system" in dead["reason"] and "refused" in dead["reason"]
+    assert sum(opened.episodes.values()) == 3  # two raw episodes + the trusted pickle's one
+
+
+def test_restricted_unpickler_builds_data_only(tmp_path):
+    data = {"image": np.arange(12, dtype=np.uint8).reshape(2, 2, 3), "flag": np.bool_(True),
+            "reward": np.float32(0.5), "set": {1, 2}, "bytes": b"ab", "ordered": collections.OrderedDict(a=1),
+            "nested": [(1.5, None, "text", 3 + 1j)]}
+    for protocol in (2, 4, 5):
+        (tmp_path / "data.pkl").write_bytes(pickle.dumps(data, protocol=protocol))
+        back = load_data_pickle(tmp_path / "data.pkl")
+        assert np.array_equal(back["image"], data["image"]) and back["image"].dtype == np.uint8
+        assert {k: v for k, v in back.items() if k != "image"} == {k: v for k, v in data.items() if k != "image"}
+    for hostile, named in [(collections.Counter(a=1), "collections.Counter"),
+                           (np.array([{"x": 1}], dtype=object), "numpy array of Python objects"),
+                           (RunsAShellCommand("true"), "system")]:
+        (tmp_path / "bad.pkl").write_bytes(pickle.dumps(hostile))
+        with pytest.raises(UnsafePickleError, match=named):
+            load_data_pickle(tmp_path / "bad.pkl")
 
 
 @pytest.mark.timeout(300)
@@ -186,6 +245,7 @@ def test_dask_runner_matches_direct_runner(tmp_path):
 def test_cli_last_line_is_the_dataset_dir(tmp_path):
     write_demo_dir(tmp_path / "raw", count=3)
     (tmp_path / "raw" / "bad.npz").write_bytes(b"nope")
+    write_hostile_pickle(tmp_path / "raw" / "demos.pkl", tmp_path / "the_pickle_ran_code")
     proc = subprocess.run([sys.executable, str(REPO / "pipelines" / "convert_demos.py"),
                            f"--input={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'data'}", "--dataset=cli_demo"],
                           capture_output=True, text=True, timeout=300)
@@ -193,5 +253,7 @@ def test_cli_last_line_is_the_dataset_dir(tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     assert last == str(tmp_path / "data" / "cli_demo" / "1.0.0")
     assert "dead letter" in proc.stderr and "bad.npz" in proc.stderr
+    assert "demos.pkl" in proc.stderr and "--allow_pickles" in proc.stderr
+    assert not (tmp_path / "the_pickle_ran_code").exists()
     import tensorflow_datasets as tfds
     assert tfds.builder_from_directory(last).info.splits["train"].num_examples == 2
