@@ -13,7 +13,7 @@ from vlarft.robot_io.factory import list_envs, make_env
 from vlarft.robot_io.franka.client import FrankaClient, RobotConnectionError
 from vlarft.robot_io.franka.env import FrankaEnv
 from vlarft.robot_io.franka.fake_server import FakeArmConfig, FakeFrankaServer
-from vlarft.robot_io.franka.safety import RobotSafetyStop, WorkspaceBox, validate_action
+from vlarft.robot_io.franka.safety import ControlWatchdog, RobotSafetyStop, WorkspaceBox, validate_action
 from vlarft.robot_io.task_config import TaskConfig
 
 PI = math.pi
@@ -177,6 +177,32 @@ def test_client_errors_name_the_url_route_and_failure(server):
         FrankaClient(closed_url, retries=0).get_state()
 
 
+def test_every_call_has_a_total_deadline_even_against_a_trickling_server(server):
+    client = FrankaClient(server.url, timeout_s=0.3, retries=2)
+    server.trickle("getstate", 0.05)  # one byte every 50 ms: each read is quick, the answer takes ~40 s
+    start = time.monotonic()
+    with pytest.raises(RobotConnectionError, match="'getstate': no answer within"):
+        client.get_state(timeout=0.5)
+    assert time.monotonic() - start < 0.5 + 0.1
+    start = time.monotonic()
+    with pytest.raises(RobotConnectionError, match="no answer within"):
+        client.get_state()  # default budget: 3 attempts x 0.3 s
+    assert time.monotonic() - start < 3 * 0.3 + 0.1
+    server.trickle("getstate", None)
+    assert client.get_state().pose.shape == (7,)  # a fresh connection after the abandoned one
+
+
+def test_non_finite_controller_values_are_refused_before_any_request(server):
+    client = FrankaClient(server.url)
+    server.clear_recorded()
+    for bad in (math.nan, math.inf, "3000", True):
+        with pytest.raises(ValueError, match="controller parameter 'translational_stiffness'"):
+            client.update_params({"translational_stiffness": bad})
+    with pytest.raises(ValueError, match="load mass must be finite"):
+        client.set_load(math.nan, (0.0, 0.0, 0.05), (0.01, 0, 0, 0, 0.01, 0, 0, 0, 0.01))
+    assert server.recorded() == []
+
+
 # --- safety ------------------------------------------------------------------------------------
 
 
@@ -316,6 +342,42 @@ def test_a_frozen_server_trips_the_watchdog_and_names_the_host(make, server):
     server.unfreeze()
     env.reset(seed=1)  # re-arms
     env.step(np.zeros(7))
+
+
+def test_a_trickling_server_stops_the_arm_within_one_period_plus_margin(make, server):
+    env = make()
+    env.reset(seed=0)
+    env.step(np.zeros(7))
+    held = env.state.pose.copy()
+    server.trickle("getstate", 0.05)  # every read of the answer is quick; the answer never ends in time
+    started = time.monotonic()
+    with pytest.raises(RobotSafetyStop, match=r"Franka server http://127\.0\.0\.1:\d+/.*'getstate'"):
+        env.step(np.zeros(7))
+    assert time.monotonic() - started < PERIOD + MARGIN + 0.1
+    hold = server.recorded("pose")[-1]
+    assert np.allclose(hold.body["arr"], held) and hold.time - started < PERIOD + MARGIN + 0.05
+    with pytest.raises(RobotSafetyStop, match="reset\\(\\) to continue"):
+        env.step(np.zeros(7))
+    assert server.recorded("pose")[-1] is hold  # nothing more is sent
+
+
+def test_the_watchdog_holds_a_step_stuck_anywhere_and_names_what_it_was_doing():
+    holds = []
+    watchdog = ControlWatchdog(PERIOD, MARGIN, hold=lambda: holds.append(time.monotonic()) or "held",
+                               name="unit arm")
+    try:
+        due = watchdog.begin_step()
+        watchdog.time_left("reading the cameras")
+        time.sleep(PERIOD + MARGIN + 0.05)  # the step is stuck (a camera driver, a lock, anything)
+        assert len(holds) == 1 and holds[0] - due < MARGIN + 0.03
+        assert "while reading the cameras" in watchdog.reason
+        with pytest.raises(RobotSafetyStop, match="reading the cameras"):
+            watchdog.time_left("waiting for route 'pose'")  # the stuck step sends nothing more
+        with pytest.raises(RobotSafetyStop):
+            watchdog.end_step()
+        assert len(holds) == 1
+    finally:
+        watchdog.close()
 
 
 def test_a_stalled_client_gets_the_arm_held_and_the_next_step_raises(make, server):

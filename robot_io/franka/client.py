@@ -2,12 +2,15 @@
 
 The server (`serl_robot_infra/robot_servers/franka_server.py` in those projects) answers POST
 requests on `<url><route>`; the URL ends with '/'. Reads answer JSON, commands a short text
-("Moved", "Clear", ...). One `requests.Session` keeps the connection alive between calls.
+("Moved", "Clear", ...). One kept-alive connection (`deadline_http.DeadlineHTTP`) carries the
+calls; each call's time budget is a total deadline (connect, send and the whole answer), so a
+server that trickles its answer cannot hold a call past it.
 
 Failures raise `RobotConnectionError` naming the URL, the route and what happened (timeout,
 connection refused, HTTP status, a bad or incomplete JSON answer). Reads (`get*`) are idempotent
 and retried up to `retries` more times within their time budget; commands are sent once, since a
-late duplicate of a motion command is worse than a clear error.
+late duplicate of a motion command is worse than a clear error. Arguments that are not finite
+numbers raise ValueError before anything is sent.
 
 Conventions of the server: pose = [x, y, z, qx, qy, qz, qw] (metres, scalar-last quaternion,
 base frame); Euler angles are extrinsic xyz (roll, pitch, yaw); `gripper_pos` is the gripper
@@ -17,12 +20,15 @@ opening normalised 0 (closed) .. 1 (open); `move_gripper` takes a Robotiq-style 
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import json
 import time
 from typing import Any, Self
 
 import numpy as np
-import requests
 from scipy.spatial.transform import Rotation
+
+from vlarft.robot_io.franka.deadline_http import AnswerTooLarge, DeadlineHTTP
 
 _RETRY_PAUSE_S = 0.05  # pause before retrying a read that failed fast (e.g. connection refused)
 
@@ -130,6 +136,15 @@ class RobotState:
         return cls(**values)
 
 
+def _finite_number(value: Any, what: str) -> float:
+    """`value` as a finite float; ValueError naming `what` otherwise (nothing is sent)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return float(value)
+
+
 def _field(payload: Any, name: str, shape: tuple[int, ...], where: tuple[str, str]) -> np.ndarray:
     """`payload[name]` as a finite float array of `shape`; RobotConnectionError otherwise."""
     if not isinstance(payload, dict) or name not in payload:
@@ -145,17 +160,6 @@ def _field(payload: Any, name: str, shape: tuple[int, ...], where: tuple[str, st
     return array
 
 
-def _innermost(err: BaseException) -> BaseException:
-    """The innermost cause of a requests/urllib3 error, which names the actual failure."""
-    for _ in range(10):  # bounded: exception chains may loop
-        inner = (err.__cause__ or err.__context__ or getattr(err, "reason", None)
-                 or next((a for a in err.args if isinstance(a, BaseException)), None))
-        if not isinstance(inner, BaseException):
-            break
-        err = inner
-    return err
-
-
 class FrankaClient:
     """Talks to one Franka server; every route of the protocol is a method.
 
@@ -165,7 +169,8 @@ class FrankaClient:
       retries: further attempts of a failed read within its budget (commands are never retried).
 
     Every method takes an optional `timeout` (s): the whole time budget of that call, retries
-    included; the control loop passes what is left of its period.
+    included (a total deadline, not a per-read timeout); the control loop passes what is left of
+    its period. Not thread-safe: one client per thread.
     """
 
     def __init__(self, url: str, timeout_s: float = 1.0, retries: int = 2):
@@ -176,8 +181,7 @@ class FrankaClient:
         self.url = url if url.endswith("/") else url + "/"
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
-        self._session = requests.Session()
-        self._session.trust_env = False  # talk to the robot directly, never through an environment proxy
+        self._http = DeadlineHTTP(self.url)  # direct to the robot: no environment proxy
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -200,28 +204,27 @@ class FrankaClient:
         raise AssertionError("unreachable")
 
     def _post_once(self, route: str, body: Any, timeout: float, read: bool):
+        data = None if body is None else json.dumps(body).encode()
         try:
-            response = self._session.post(self.url + route, json=body, timeout=timeout)
-        except (requests.Timeout, requests.ConnectionError) as err:
-            cause = _innermost(err)
-            if isinstance(err, requests.Timeout) or isinstance(cause, TimeoutError):
-                reason = f"no answer within {timeout:.3g} s (timed out)"
-            elif isinstance(cause, ConnectionRefusedError) or "refused" in str(err).lower():
-                reason = "connection refused; is the server running?"
-            else:
-                reason = f"connection failed ({type(cause).__name__}: {str(cause)[:200]}); is the host reachable?"
-            raise RobotConnectionError(self.url, route, reason) from None
-        except requests.RequestException as err:
-            raise RobotConnectionError(self.url, route, f"request failed: {err}") from None
-        if response.status_code != 200:
-            raise RobotConnectionError(self.url, route, f"answered HTTP {response.status_code}: "
-                                       f"{response.text[:200]!r}", response.status_code)
+            status, answer = self._http.post(route, data, time.monotonic() + timeout)
+        except TimeoutError:
+            raise RobotConnectionError(self.url, route, f"no answer within {timeout:.3g} s (timed out)") from None
+        except ConnectionRefusedError:
+            raise RobotConnectionError(self.url, route, "connection refused; is the server running?") from None
+        except AnswerTooLarge as err:
+            raise RobotConnectionError(self.url, route, str(err)) from None
+        except (OSError, http.client.HTTPException) as err:
+            raise RobotConnectionError(self.url, route, f"connection failed ({type(err).__name__}: "
+                                       f"{str(err)[:200]}); is the host reachable?") from None
+        text = answer.decode("utf-8", errors="replace")
+        if status != 200:
+            raise RobotConnectionError(self.url, route, f"answered HTTP {status}: {text[:200]!r}", status)
         if not read:
-            return response.text
+            return text
         try:
-            return response.json()
+            return json.loads(text)
         except ValueError:
-            raise RobotConnectionError(self.url, route, f"answered non-JSON: {response.text[:200]!r}") from None
+            raise RobotConnectionError(self.url, route, f"answered non-JSON: {text[:200]!r}") from None
 
     def _read(self, route: str, shape: tuple[int, ...], timeout: float | None) -> np.ndarray:
         field = READ_ROUTES[route]
@@ -295,8 +298,10 @@ class FrankaClient:
         return self._post("stopimp", timeout=timeout)
 
     def update_params(self, params: dict[str, float], timeout: float | None = None) -> str:
-        """Reconfigures the controller (stiffness, damping, clip limits...) (`update_param`)."""
-        return self._post("update_param", dict(params), timeout)
+        """Reconfigures the controller (stiffness, damping, clip limits...) (`update_param`);
+        ValueError naming the parameter for a value that is not a finite number."""
+        body = {str(name): _finite_number(value, f"controller parameter {name!r}") for name, value in params.items()}
+        return self._post("update_param", body, timeout)
 
     def set_load(self, mass: float, center_of_mass: tuple[float, float, float],
                  inertia: tuple[float, ...], timeout: float | None = None) -> str:
@@ -304,8 +309,9 @@ class FrankaClient:
         if len(center_of_mass) != 3 or len(inertia) != 9:
             raise ValueError(f"set_load needs a 3-vector centre of mass and 9 inertia values, got "
                              f"{len(center_of_mass)} and {len(inertia)}")
-        body = {"mass": float(mass), "F_x_center_load": [float(v) for v in center_of_mass],
-                "load_inertia": [float(v) for v in inertia]}
+        body = {"mass": _finite_number(mass, "load mass"),
+                "F_x_center_load": [_finite_number(v, "load centre of mass") for v in center_of_mass],
+                "load_inertia": [_finite_number(v, "load inertia") for v in inertia]}
         return self._post("set_load", body, timeout)
 
     def open_gripper(self, timeout: float | None = None) -> str:
@@ -336,7 +342,7 @@ class FrankaClient:
 
     def close(self) -> None:
         """Closes the kept-alive connection."""
-        self._session.close()
+        self._http.close()
 
     def __enter__(self) -> Self:
         return self

@@ -18,10 +18,11 @@ Control (one step = one control period, `1 / control_hz`, held with a monotonic 
 Gripper: `close_gripper` when the action is ≥ `gripper_threshold` and the last command was
 "open", `open_gripper` when ≤ -threshold and the last was "closed", never sooner than
 `gripper_sleep_s` after the previous gripper command (a held action is sent once it may).
-Every request of a step has the time left in the period + watchdog margin as its timeout; a
-server that stops answering, a dead camera, an overrun or a stalled caller trips the
-`ControlWatchdog`: the last measured pose is posted as a hold, nothing more is sent, and step()
-raises `RobotSafetyStop` until reset().
+Every request of a step has the time left in the period + watchdog margin as its total deadline
+(a server trickling its answer cannot stretch it); a server that stops answering, a dead camera,
+an overrun (noticed by the watchdog's own thread even while step() is stuck inside a request) or
+a stalled caller trips the `ControlWatchdog`: the last measured pose is posted as a hold, nothing
+more is sent, and step() raises `RobotSafetyStop` until reset().
 
 Reset: `clearerr`; hold the measured pose; `update_param` precision mode (if given); a
 `jointreset` every `joint_reset_every`-th reset (or `reset(options={"joint_reset": True})`);
@@ -149,12 +150,13 @@ class FrankaEnv(gym.Env):
         try:
             target = self._target(action)
             if self.config.clear_errors_each_step:
-                self.client.clear_error(timeout=time_left())
+                self.client.clear_error(timeout=time_left("waiting for route 'clearerr'"))
             self._gripper(action[6], time_left)
-            self.client.send_pose(target, timeout=time_left())
+            self.client.send_pose(target, timeout=time_left("waiting for route 'pose'"))
             self.last_target = target
             time.sleep(max(0.0, due - time.monotonic()))
-            self.state = self.client.get_state(timeout=time_left())
+            self.state = self.client.get_state(timeout=time_left("waiting for route 'getstate'"))
+            time_left("reading the cameras")
             self._images = self.rig.images()
         except RobotConnectionError as err:
             raise self.watchdog.trip(f"route {err.route!r}: {err.reason}") from err
@@ -220,9 +222,9 @@ class FrankaEnv(gym.Env):
         if time.monotonic() - self._gripper_time < self.config.gripper_sleep_s:
             return
         if wanted == _CLOSED:
-            self.client.close_gripper(timeout=time_left())
+            self.client.close_gripper(timeout=time_left("waiting for route 'close_gripper'"))
         else:
-            self.client.open_gripper(timeout=time_left())
+            self.client.open_gripper(timeout=time_left("waiting for route 'open_gripper'"))
         self._gripper_command, self._gripper_time = wanted, time.monotonic()
 
     def _hold(self) -> str:

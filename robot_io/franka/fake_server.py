@@ -18,7 +18,8 @@ time whenever a request arrives:
   * `jointreset` puts the arm back at `home_pose` / `home_q` after `joint_reset_s`.
 
 Hooks for tests: `freeze()` (requests are recorded, then block until `unfreeze()`: a hung
-server), `fail(route, status, body)` (a route answers that instead, e.g. a 500 or non-JSON),
+server), `trickle(route, seconds_per_byte)` (that route's answers are sent one byte at a time: a
+server too slow for its client, which per-read timeouts never notice), `fail(route, status, body)` (a route answers that instead, e.g. a 500 or non-JSON),
 `inject_error()` (the arm ignores targets until `clearerr`), `recorded(route)` (every request
 received: route, JSON body, monotonic arrival time) and `snapshot()` (what the arm holds).
 """
@@ -183,6 +184,7 @@ class FakeFrankaServer:
         self._records: list[RecordedRequest] = []
         self._records_lock = threading.Lock()
         self._failures: dict[str, tuple[int, str]] = {}
+        self._trickles: dict[str, float] = {}
         self._unfrozen = threading.Event()
         self._unfrozen.set()
         self._stopping = threading.Event()
@@ -268,6 +270,13 @@ class FakeFrankaServer:
     def unfreeze(self) -> None:
         """Answer again (blocked requests are then served)."""
         self._unfrozen.set()
+
+    def trickle(self, route: str, seconds_per_byte: float | None) -> None:
+        """Send `route`'s answers one byte every `seconds_per_byte` (None = at full speed again)."""
+        if seconds_per_byte is None:
+            self._trickles.pop(route, None)
+        else:
+            self._trickles[route] = float(seconds_per_byte)
 
     def fail(self, route: str, status: int = 500, body: str = "injected failure") -> None:
         """Make `route` answer `status` with `body` (status 200 + a non-JSON body = a bad answer)."""
@@ -376,6 +385,24 @@ class FakeFrankaServer:
         return "Moved Gripper"
 
 
+class _TrickleWriter:
+    """Writes to `inner` one byte every `seconds_per_byte` (stops when the server stops)."""
+
+    def __init__(self, inner, seconds_per_byte: float, stopping: threading.Event):
+        self.inner, self.seconds_per_byte, self.stopping = inner, seconds_per_byte, stopping
+
+    def write(self, data: bytes) -> int:
+        for index in range(len(data)):
+            if self.stopping.wait(self.seconds_per_byte):
+                raise ConnectionAbortedError("the fake server is stopping")
+            self.inner.write(data[index:index + 1])
+            self.inner.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """HTTP/1.1 keep-alive handler; `fake` is set on a subclass per server."""
 
@@ -405,17 +432,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not self.fake._wait_unfrozen():
             self.close_connection = True
             return
-        self._respond(*self.fake._answer(route, body))
+        self._respond(*self.fake._answer(route, body), seconds_per_byte=self.fake._trickles.get(route))
 
     def _method_not_allowed(self) -> None:
         self._respond(405, "Method Not Allowed: every route is POST")
 
     do_GET = do_PUT = do_DELETE = _method_not_allowed
 
-    def _respond(self, status: int, payload: Any) -> None:
+    def _respond(self, status: int, payload: Any, seconds_per_byte: float | None = None) -> None:
         is_json = isinstance(payload, (dict, list))
         data = (json.dumps(payload) if is_json else str(payload)).encode()
         try:
+            if seconds_per_byte is not None:  # headers and body go into the buffer, then trickle
+                self.wfile = _TrickleWriter(self.wfile, seconds_per_byte, self.fake._stopping)
             self.send_response(status)
             self.send_header("Content-Type", "application/json" if is_json else "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
@@ -423,6 +452,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:  # the client gave up (timed out) and closed the connection
             self.close_connection = True
+        finally:
+            if isinstance(self.wfile, _TrickleWriter):
+                self.wfile = self.wfile.inner
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -109,15 +109,18 @@ class WorkspaceBox:
 class ControlWatchdog:
     """Watches the control period; trips (hold + `RobotSafetyStop`) when it is not kept.
 
-    The env calls `begin_step()` on entering step(), sends its commands with request timeouts from
-    `time_left()`, waits until the observation is due, reads it and calls `end_step()`. The next
-    observation is due `period_s` after the previous one; the loop may be late by `margin_s`.
-    It trips when:
+    The env calls `begin_step()` on entering step(), sends its commands with request deadlines
+    from `time_left(activity)`, waits until the observation is due, reads it and calls
+    `end_step()`. The next observation is due `period_s` after the previous one; the loop may be
+    late by `margin_s`. It trips when:
       * step() is entered, or finishes, more than `margin_s` after its observation was due
         (the period overran),
       * the env reports that the server stopped answering or a camera died (`trip(reason)`),
-      * a background thread sees no step() for longer than period + margin after an observation
-        (the client side stalled): it holds the arm at once instead of waiting for the next step.
+      * a background thread sees the observation more than `margin_s` overdue, whatever the
+        client is doing: stuck inside step() (a request, a camera: the reason names the last
+        `activity`) or not calling step() at all (the client side stalled). It holds the arm at
+        once from its own thread instead of waiting for the step to come back.
+    Once tripped, `time_left()` raises too, so a step that is still running sends nothing more.
     The deadline is armed from the first step() of an episode (the time between reset() and the
     first step is free: policy warm-up, the operator getting ready) and disarmed by
     `end_episode()`. Tripping calls `hold()` once (errors are logged, not raised), logs the
@@ -138,6 +141,7 @@ class ControlWatchdog:
         self._lock = threading.RLock()
         self._due: float | None = None  # when the next observation is due; None = no deadline
         self._in_step = False
+        self._activity = "starting the step"
         self._reason: str | None = None
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"watchdog {name}", daemon=True)
@@ -169,12 +173,17 @@ class ControlWatchdog:
                 raise RobotSafetyStop(self._reason)
             if self._due is None:
                 self._due = now + self.period_s
-            self._in_step = True
+            self._in_step, self._activity = True, "starting the step"
             return self._due
 
-    def time_left(self) -> float:
-        """Seconds until this step is over its margin (a request timeout); trips if none is left."""
+    def time_left(self, activity: str = "") -> float:
+        """Seconds until this step is over its margin (a request deadline), noting what the step
+        does next (`activity`, for the reason of a trip); raises RobotSafetyStop if tripped or if
+        no time is left."""
         with self._lock:
+            if self._reason is not None:
+                raise RobotSafetyStop(self._reason)
+            self._activity = activity or self._activity
             left = self._due + self.margin_s - time.monotonic() if self._due is not None else self.margin_s
         if left <= 0:
             raise self.trip(f"control step overran: the observation is {self.margin_s - left:.3f} s late "
@@ -227,11 +236,15 @@ class ControlWatchdog:
         self._reason += f"; {done}; reset() to continue"
 
     def _watch(self) -> None:
-        poll = min(max(self.margin_s / 4.0, 0.005), 0.05)
+        poll = min(max(self.margin_s / 10.0, 0.002), 0.02)
         while not self._closed.wait(poll):
             with self._lock:
                 now = time.monotonic()
-                if (self._reason is None and not self._in_step and self._due is not None
-                        and now > self._due + self.margin_s):
+                if self._reason is not None or self._due is None or now <= self._due + self.margin_s:
+                    continue
+                if self._in_step:
+                    self._trip(f"control step overran while {self._activity}: the observation is "
+                               f"{now - self._due:.3f} s late ({self._limits()})")
+                else:
                     self._trip(f"no step() for {self._since_obs(now):.3f} s after the last observation "
                                f"({self._limits()}): the client side stalled")
