@@ -1,12 +1,13 @@
 """Beam job: teleoperated demos (raw .npz episodes or HIL-SERL pickles) -> RLDS dataset (TFDS).
 
     python pipelines/convert_demos.py --input=DEMO_DIR --output_dir=DATA_DIR --dataset=NAME \\
-        [--validation_fraction=0.1] [--num_shards=0] [--allow_pickles] [standard Beam pipeline options]
+        [--validation_fraction=0.1] [--num_shards=0] [--allow_pickles] [--overwrite] [Beam options]
 
 Runs on Beam's DirectRunner by default; any runner is chosen with standard pipeline options,
 e.g. `--runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=HOST:PORT`.
 The dataset is assembled in a hidden `.incomplete-<version>` folder and moved into
-`DATA_DIR/NAME/<version>` only when complete, so a failed run never damages a good dataset.
+`DATA_DIR/NAME/<version>` only when complete, so a failed run never damages a good dataset; an
+existing `DATA_DIR/NAME/<version>` is refused unless `--overwrite` is given.
 Beside the TFDS files it writes `dataset_statistics.json`, `dead_letters.jsonl` (inputs that
 could not be converted, with the reason) and `conversion.json` (what was done).
 The last line of standard output is the dataset directory, for `tfds.builder_from_directory`.
@@ -24,7 +25,7 @@ from typing import Sequence
 
 from vlarft.datasets.hilserl_pickle import PickleImportConfig
 from vlarft.pipelines.rlds_job import ConversionError, JobResult, report, run_rlds_job
-from vlarft.pipelines.sources import discover_inputs, infer_spec, read_episodes
+from vlarft.pipelines.sources import discover_inputs, infer_spec, read_episodes, split_unreadable_names
 
 EPISODES_PER_SHARD = 100  # raw 128x128 two-camera episodes are ~0.5-1 MB as JPEG
 
@@ -32,12 +33,14 @@ EPISODES_PER_SHARD = 100  # raw 128x128 two-camera episodes are ~0.5-1 MB as JPE
 def convert(inputs: Sequence[str], output_dir: str, dataset: str, *, version: str = "1.0.0",
             validation_fraction: float = 0.1, num_shards: int = 0,
             pickle_config: PickleImportConfig = PickleImportConfig(), allow_pickles: bool = False,
-            pipeline_args: Sequence[str] = (), log=print) -> JobResult:
+            overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print) -> JobResult:
     """Converts demo files into an RLDS dataset at `output_dir/dataset/version`; pickles are read
-    only when `allow_pickles` (restricted unpickler), else dead-lettered."""
-    files = discover_inputs(inputs)
+    only when `allow_pickles` (restricted unpickler), else dead-lettered; an existing dataset
+    there is replaced only when `overwrite`."""
+    files, unreadable_names = split_unreadable_names(discover_inputs(inputs))
     if not files:
-        raise ConversionError(f"no input files (*.npz, *.pkl) found in {list(inputs)}")
+        raise ConversionError(f"no input files (*.npz, *.pkl) found in {list(inputs)}"
+                              + "".join(f"\n  {d.file}: {d.reason}" for d in unreadable_names))
     try:
         spec = infer_spec(files, pickle_config, allow_pickles)
     except ValueError as e:
@@ -47,7 +50,7 @@ def convert(inputs: Sequence[str], output_dir: str, dataset: str, *, version: st
                                  allow_pickles=allow_pickles), spec,
         output_dir, dataset, version=version, validation_fraction=validation_fraction,
         num_buckets=num_shards or max(1, math.ceil(len(files) / EPISODES_PER_SHARD)),
-        pipeline_args=pipeline_args, log=log, verb="Converting")
+        pipeline_args=pipeline_args, log=log, verb="Converting", overwrite=overwrite, dead_letters=unreadable_names)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -60,6 +63,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
     parser.add_argument("--validation_fraction", type=float, default=0.1,
                         help="share of episodes in the validation split (default 0.1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUTPUT_DIR/DATASET/VERSION (kept until the new one is complete)")
     parser.add_argument("--num_shards", type=int, default=0,
                         help=f"shard buckets per split; 0 = one per {EPISODES_PER_SHARD} input files")
     group = parser.add_argument_group("HIL-SERL pickle inputs")
@@ -91,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = convert(args.input, args.output_dir, args.dataset, version=args.version,
                          validation_fraction=args.validation_fraction, num_shards=args.num_shards,
                          pickle_config=pickle_config_from_args(args), allow_pickles=args.allow_pickles,
-                         pipeline_args=beam_args, log=log)
-    except (ConversionError, ValueError) as e:
+                         overwrite=args.overwrite, pipeline_args=beam_args, log=log)
+    except (ConversionError, OSError, ValueError) as e:
         log(f"error: {e}")
         return 1
     report(result, "Converted", log)

@@ -1,7 +1,7 @@
 """Beam job: cache the frozen backbone's readout embedding of every step of an RLDS dataset.
 
     python pipelines/embed_dataset.py --dataset_dir=DATA/sim_pick_cube/1.0.0 --policy_from=SFT_WORKDIR \\
-        --output_dir=DATA [--dataset=sim_pick_cube_emb] [--batch_size=64] [standard Beam pipeline options]
+        --output_dir=DATA [--dataset=sim_pick_cube_emb] [--batch_size=64] [--overwrite] [Beam options]
 
 Each shard of the source dataset is one work item: its episodes are decoded, every step's
 W-frame window goes through the backbone in batches, and the episode is written again with a
@@ -84,8 +84,9 @@ class EmbeddingReader:
 
 
 def embed_dataset(dataset_dir: str, policy_dir: str, output_dir: str, dataset: str = "", *, batch_size: int = 64,
-                  pipeline_args: Sequence[str] = (), log=print) -> JobResult:
-    """Writes `output_dir/<dataset>/<version>`: the source dataset plus cached embeddings."""
+                  overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print) -> JobResult:
+    """Writes `output_dir/<dataset>/<version>`: the source dataset plus cached embeddings (an
+    existing one is replaced only when `overwrite`)."""
     from vlarft.agents.export import load_policy_export
 
     source = Path(dataset_dir).absolute()
@@ -99,11 +100,10 @@ def embed_dataset(dataset_dir: str, policy_dir: str, output_dir: str, dataset: s
     result = run_rlds_job(
         shards, EmbeddingReader(str(source), str(Path(policy_dir).absolute()), batch_size), spec, output_dir,
         dataset or f"{info.name}_emb", version=str(info.version), num_buckets=max(1, len(shards) // 2),
-        fixed_splits=splits, pipeline_args=pipeline_args, log=log, verb="Embedding",
-        report={"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute())})
-    (Path(result.dataset_dir) / EMBEDDING_INFO).write_text(json.dumps(
-        {"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute()),
-         "embedding_dim": spec.embedding_dim}, indent=1))
+        fixed_splits=splits, pipeline_args=pipeline_args, log=log, verb="Embedding", overwrite=overwrite,
+        report={"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute())},
+        extra_files={EMBEDDING_INFO: {"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute()),
+                                      "embedding_dim": spec.embedding_dim}})
     return result
 
 
@@ -114,12 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", required=True, help="TFDS data directory for the new dataset")
     parser.add_argument("--dataset", default="", help="new dataset name (default <source>_emb)")
     parser.add_argument("--batch_size", type=int, default=64, help="windows per backbone call")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing embedded dataset (kept until the new one is complete)")
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     try:
         result = embed_dataset(args.dataset_dir, args.policy_from, args.output_dir, args.dataset,
-                               batch_size=args.batch_size, pipeline_args=beam_args, log=log)
-    except (ConversionError, FileNotFoundError, ValueError) as e:
+                               batch_size=args.batch_size, overwrite=args.overwrite, pipeline_args=beam_args, log=log)
+    except (ConversionError, OSError, ValueError) as e:
         log(f"error: {e}")
         return 1
     report(result, "Embedded", log)

@@ -2,14 +2,15 @@
 swap the finished dataset into place (used by the demo conversion and the embedding job).
 
 The dataset is assembled in a hidden `<name>/.incomplete-<version>` folder and moved to
-`<name>/<version>` only when complete, so a failed run never damages a good dataset.
+`<name>/<version>` only when complete, so a failed run never damages a good dataset; an existing
+`<name>/<version>` is replaced only when the caller asks (`overwrite`), and a swap a crash
+interrupted is finished or undone at the next start (`dataset_swap.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 import time
@@ -19,6 +20,7 @@ from typing import Sequence
 from vlarft.datasets import statistics
 from vlarft.datasets.schema import EpisodeSpec, tfds_features
 from vlarft.pipelines import rlds_writer
+from vlarft.pipelines.dataset_swap import COMPLETE_MARKER, incomplete_dir, recover_interrupted_swap, swap_into_place
 
 
 class ConversionError(RuntimeError):
@@ -38,9 +40,13 @@ class JobResult:
 def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec: EpisodeSpec,
                  output_dir: str, dataset: str, *, version: str = "1.0.0", validation_fraction: float = 0.1,
                  num_buckets: int = 1, fixed_splits: dict | None = None, pipeline_args: Sequence[str] = (),
-                 log=print, verb: str = "Writing", report: dict | None = None) -> JobResult:
+                 log=print, verb: str = "Writing", report: dict | None = None, overwrite: bool = False,
+                 extra_files: dict[str, dict] | None = None, dead_letters: Sequence = ()) -> JobResult:
     """Runs `reader` over `inputs` on the Beam runner chosen by `pipeline_args` and writes the
-    dataset `output_dir/dataset/version`; `report` entries are added to its conversion.json."""
+    dataset `output_dir/dataset/version`; `report` entries are added to its conversion.json and
+    `extra_files` (name -> JSON) are written beside it; `dead_letters` (inputs refused before the
+    pipeline) are listed with the pipeline's own. An existing dataset there is refused
+    (ConversionError) unless `overwrite`; it is then kept until the new one is complete."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -48,11 +54,21 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     if not re.fullmatch(r"[a-z][a-z0-9_]*", dataset):
         raise ValueError(f"--dataset={dataset!r}: use snake_case (lowercase letters, digits, _)")
     final_dir = Path(output_dir).absolute() / dataset / version
-    work_dir = final_dir.parent / f".incomplete-{version}"
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
+    work_dir = incomplete_dir(final_dir)
+    try:
+        recovered = recover_interrupted_swap(final_dir)
+        if recovered:
+            log(recovered)
+        if final_dir.exists() and not overwrite:
+            raise ConversionError(f"{final_dir} already exists; pass --overwrite to replace it (the old "
+                                  f"dataset is kept until the new one is complete)")
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+    except OSError as e:
+        raise ConversionError(f"cannot write the dataset {final_dir}: {e.strerror or e}") from None
     config = rlds_writer.WriteConfig(dataset=dataset, work_dir=str(work_dir), spec=spec, num_buckets=num_buckets,
-                                     validation_fraction=validation_fraction, fixed_splits=fixed_splits)
+                                     validation_fraction=validation_fraction, fixed_splits=fixed_splits,
+                                     input_dead_letters=tuple(dead_letters))
     options = PipelineOptions(list(pipeline_args))
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     log(f"{verb} {len(inputs)} input(s) into {final_dir} on {runner} ({num_buckets} shard bucket(s))...")
@@ -66,10 +82,12 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
             result.client.close()
     dead = _read_dead_letters(work_dir)
     episodes = _finalize(work_dir, config, dead)
-    statistics.write_json_atomic(work_dir / "conversion.json", {
+    for name, content in (extra_files or {}).items():
+        statistics.write_json_atomic(work_dir / name, content)
+    statistics.write_json_atomic(work_dir / COMPLETE_MARKER, {  # last: it marks the dataset complete
         "inputs": list(inputs), "runner": runner, "spec": json.loads(spec.to_json()), "episodes": episodes,
         "dead_letters": len(dead), "version": version, **(report or {})})
-    _swap_into_place(work_dir, final_dir)
+    swap_into_place(work_dir, final_dir)
     return JobResult(dataset_dir=str(final_dir), spec=spec, episodes=episodes, dead_letters=dead,
                      runner=runner, wall_s=time.time() - start)
 
@@ -116,12 +134,3 @@ def _finalize(work_dir: Path, config: rlds_writer.WriteConfig, dead: list[dict])
         filename_template=None, check_data=False,
         description="Teleoperated robot episodes in RLDS format (vlarft schema).")
     return episodes
-
-
-def _swap_into_place(work_dir: Path, final_dir: Path) -> None:
-    """Replaces `final_dir` by `work_dir`; the old dataset stays on disk until the new one is in."""
-    old = final_dir.with_name(f".replaced-{final_dir.name}-{os.getpid()}")
-    if final_dir.exists():
-        final_dir.rename(old)
-    work_dir.rename(final_dir)
-    shutil.rmtree(old, ignore_errors=True)

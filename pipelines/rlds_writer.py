@@ -51,6 +51,8 @@ class WriteConfig:
         when there are two or more episodes and the fraction is > 0).
       fixed_splits: episode id -> split, taking precedence over the validation choice (used to
         keep a derived dataset's splits identical to its source's).
+      input_dead_letters: inputs refused before the pipeline (e.g. a file name that is not
+        UTF-8), listed with the pipeline's own dead letters.
     """
 
     dataset: str
@@ -59,6 +61,7 @@ class WriteConfig:
     num_buckets: int = 1
     validation_fraction: float = 0.1
     fixed_splits: dict | None = None
+    input_dead_letters: tuple[DeadLetter, ...] = ()
 
 
 def stable_hash(text: str) -> int:
@@ -117,7 +120,7 @@ class Plan(beam.DoFn):
         _, records = keyed
         summaries = sorted((r for kind, r in records if kind == "summary"),
                            key=lambda s: (s["episode_id"], s["file"]))
-        dead = [r for kind, r in records if kind == "dead"]
+        dead = [r for kind, r in records if kind == "dead"] + list(self.config.input_dead_letters)
         accepted: dict[str, dict] = {}
         for s in summaries:
             first = accepted.setdefault(s["episode_id"], s)

@@ -52,6 +52,21 @@ def discover_inputs(patterns: Sequence[str]) -> list[str]:
     return sorted(files)
 
 
+def split_unreadable_names(files: Sequence[str]) -> tuple[list[str], list[DeadLetter]]:
+    """(files whose names are valid UTF-8, dead letters for the others): datasets, logs and Beam
+    carry names as UTF-8 text, so such a file is reported, not converted."""
+    usable, dead = [], []
+    for path in files:
+        try:
+            path.encode("utf-8")
+            usable.append(path)
+        except UnicodeEncodeError:
+            shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            dead.append(DeadLetter(file=shown, reason="the file name is not valid UTF-8; rename the file to "
+                                                      "convert it"))
+    return usable, dead
+
+
 def read_episodes(path: str, spec: EpisodeSpec, pickle_config: hilserl_pickle.PickleImportConfig,
                   allow_pickles: bool = False) -> Iterator[Episode | DeadLetter]:
     """Every episode of one input file, validated against `spec`, or dead letters; a pickle is

@@ -79,7 +79,7 @@ def test_round_trip_splits_stats_and_rerun(tmp_path):
     assert stats["episodes_per_split"] == {"train": 5, "validation": 1}
     shards = sorted(p.name for p in Path(result.dataset_dir).glob("*.tfrecord*"))
     before = {name: (Path(result.dataset_dir) / name).read_bytes() for name in shards}
-    again = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "unit_demos", log=QUIET)
+    again = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "unit_demos", overwrite=True, log=QUIET)
     assert again.dataset_dir == result.dataset_dir
     after = {p.name: p.read_bytes() for p in Path(again.dataset_dir).glob("*.tfrecord*")}
     assert after == before  # byte-identical on the same inputs
@@ -115,8 +115,67 @@ def test_failed_conversion_keeps_the_old_dataset(tmp_path):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.npz").write_bytes(b"junk")
     with pytest.raises(ConversionError):
-        convert([str(tmp_path / "junk")], str(tmp_path / "data"), "keep", log=QUIET)
+        convert([str(tmp_path / "junk")], str(tmp_path / "data"), "keep", overwrite=True, log=QUIET)
     assert len(read_all(first.dataset_dir)) == 2
+
+
+def test_an_existing_dataset_is_replaced_only_with_overwrite(tmp_path):
+    write_demo_dir(tmp_path / "three", count=3)
+    write_demo_dir(tmp_path / "one", count=1)
+    first = convert([str(tmp_path / "three")], str(tmp_path / "data"), "mine", log=QUIET)
+    with pytest.raises(ConversionError, match=r"mine/1\.0\.0 already exists; pass --overwrite"):
+        convert([str(tmp_path / "one")], str(tmp_path / "data"), "mine", log=QUIET)
+    assert len(read_all(first.dataset_dir)) == 3
+    convert([str(tmp_path / "one")], str(tmp_path / "data"), "mine", overwrite=True, log=QUIET)
+    assert len(read_all(first.dataset_dir)) == 1
+
+
+SWAP_KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from vlarft.pipelines import dataset_swap
+real_rename = os.rename
+def rename(src, dst):
+    if Path(src).name.startswith(".incomplete-"):  # the new dataset's move into place
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_rename(src, dst)
+os.rename = rename
+final = Path(sys.argv[1])
+dataset_swap.swap_into_place(dataset_swap.incomplete_dir(final), final)
+"""
+
+
+@pytest.mark.parametrize("new_one_complete", [True, False])
+def test_a_swap_killed_between_its_renames_is_finished_or_undone_at_the_next_start(tmp_path, new_one_complete):
+    write_demo_dir(tmp_path / "three", count=3)
+    write_demo_dir(tmp_path / "one", count=1)
+    old = convert([str(tmp_path / "three")], str(tmp_path / "data"), "mine", log=QUIET)
+    new = convert([str(tmp_path / "one")], str(tmp_path / "staging"), "mine", log=QUIET)
+    final = Path(old.dataset_dir)
+    Path(new.dataset_dir).rename(final.with_name(".incomplete-1.0.0"))  # a finished job, about to swap
+    proc = subprocess.run([sys.executable, "-c", SWAP_KILLED_BETWEEN_RENAMES, str(final)], timeout=60)
+    assert proc.returncode == -9
+    assert not final.exists() and final.with_name(".replaced-1.0.0").exists()  # what kill -9 left
+    if not new_one_complete:
+        (final.with_name(".incomplete-1.0.0") / "conversion.json").unlink()
+    logged = []
+    with pytest.raises(ConversionError, match="already exists"):  # the next start repairs, then refuses
+        convert([str(tmp_path / "three")], str(tmp_path / "data"), "mine", log=logged.append)
+    assert len(read_all(final)) == (1 if new_one_complete else 3)
+    assert ("finished an interrupted swap" if new_one_complete else "restored") in logged[0]
+    left = {p.name for p in final.parent.iterdir()}
+    assert left == ({"1.0.0"} if new_one_complete else {"1.0.0", ".incomplete-1.0.0"})  # no .replaced-
+
+
+def test_a_file_name_that_is_not_utf8_is_dead_lettered_and_the_rest_converts(tmp_path):
+    episodes = write_demo_dir(tmp_path / "raw", count=2)
+    write_raw_episode(tmp_path / "raw" / "latin1.npz", make_episode("latin1", seed=7), SMALL_SPEC)
+    os.rename(tmp_path / "raw" / "latin1.npz", os.fsencode(tmp_path / "raw") + b"/caf\xe9.npz")
+    result = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "names", log=QUIET)
+    [dead] = result.dead_letters
+    assert dead["file"].endswith("caf\\xe9.npz") and "not valid UTF-8" in dead["reason"]
+    assert set(read_all(result.dataset_dir)) == set(episodes)
+    assert "caf\\\\xe9.npz" in (Path(result.dataset_dir) / "dead_letters.jsonl").read_text()
 
 
 def hilserl_episode(rng, rewards, last_done=True, intervene_at=None, human=None):

@@ -83,7 +83,7 @@ def record_and_convert(task: str, workdir: Path, settings: JobSettings, beam_arg
                           image_size=settings.image_size).as_dict()
     console.print(f"[bold]{task}[/]: converting demos to RLDS")
     result = convert([str(demo_dir)], str(workdir / "data"), f"sim_{task}", log=lambda m: console.print(f"  {m}"),
-                     pipeline_args=beam_args)
+                     overwrite=True, pipeline_args=beam_args)  # the demos may have been topped up
     return {"dataset_dir": result.dataset_dir, "demos": sum(result.episodes.values()),
             "operator_success_rate": recorded["success_rate"], "mean_demo_length": recorded["mean_length"]}
 
@@ -104,7 +104,7 @@ def train_stages(task: str, dataset_dir: str, workdir: Path, settings: JobSettin
     sft = training.run_sft(options(dataset_dir, "sft", settings.sft_steps), config)
     console.print(f"[bold]{task}[/]: caching backbone embeddings")
     embedded = embed_dataset(dataset_dir, str(runs / "sft"), str(workdir / "data"), log=lambda m: console.print(f"  {m}"),
-                             pipeline_args=beam_args)
+                             overwrite=True, pipeline_args=beam_args)
     console.print(f"[bold]{task}[/]: offline Cal-ConRFT ({settings.offline_steps} steps)")
     offline = training.run_offline(options(embedded.dataset_dir, "offline", settings.offline_steps), config,
                                    loss_preset("paper", "offline"))
