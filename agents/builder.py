@@ -17,45 +17,40 @@ from vlarft.agents.export import PolicyExport
 from vlarft.datasets.schema import EpisodeSpec
 
 
-@dataclasses.dataclass(frozen=True)
-class ReplayPlan:
-    """How the online stage's replay is paced (see `ReplayConfig.for_training`).
-
-    Attributes:
-      online_fraction: share of each batch from the online table (0 offline, 0.5 online).
-      updates_per_env_step: learner updates each collected env step pays for (the UTD ratio).
-      min_online: online transitions before learning starts.
-      max_actor_lead: > 0: the actor blocks this many steps ahead of the learner's budget.
-      max_actors: actor progress slots on the server (`datasets/replay/reliable.py`).
-    """
-
-    online_fraction: float = 0.0
-    updates_per_env_step: float = 1.0
-    min_online: int = 100
-    max_actor_lead: int = 0
-    max_actors: int = 8
-
-
 class ConRFTBuilder:
     """Builds the agent's parts for one run."""
 
-    def __init__(self, config: AgentConfig, loss: LossConfig, spec: EpisodeSpec, export: PolicyExport,
-                 plan: ReplayPlan = ReplayPlan()):
-        self.config, self.loss, self.spec, self.export, self.plan = config, loss, spec, export, plan
+    def __init__(self, config: AgentConfig, loss: LossConfig, spec: EpisodeSpec, export: PolicyExport, *,
+                 online: bool = False, actor_lead: int = 0):
+        """`online`: the online stage's tables and batches (`config.online`: mixed batches, the
+        UTD-paced online table); else demo-only batches. `actor_lead`: env steps an actor may run
+        ahead of the learner's budget (0: unlimited; `OnlineConfig.actor_lead`)."""
+        self.config, self.loss, self.spec, self.export = config, loss, spec, export
+        self.online, self.actor_lead = online, actor_lead
+        self.online_fraction = config.online.online_fraction if online else 0.0
         pixels = config.critic.input == "pixels"
         self.observation_keys = ("embedding", "state") + (tuple(f"image_{c}" for c in spec.cameras) if pixels else ())
 
     def replay_config(self):
         from vlarft.datasets.replay import ReplayConfig
 
-        train = dataclasses.replace(self.config.train, online_fraction=self.plan.online_fraction)
-        replay = ReplayConfig.for_training(train, self.plan.updates_per_env_step, min_size_online=self.plan.min_online,
+        online = self.config.online
+        replay = ReplayConfig.for_training(self.config.train.batch_size, self.online_fraction,
+                                           online.updates_per_env_step, min_size_online=online.min_online,
                                            observation_keys=self.observation_keys)
-        if self.plan.max_actor_lead:
+        if self.actor_lead:
             spi = replay.samples_per_insert
-            offset = self.plan.min_online * spi
-            replay = dataclasses.replace(replay, error_buffer=(offset - 2 * spi, offset + self.plan.max_actor_lead * spi))
+            offset = online.min_online * spi
+            replay = dataclasses.replace(replay, error_buffer=(offset - 2 * spi, offset + self.actor_lead * spi))
         return replay
+
+    def rows_per_source(self) -> dict[str, int]:
+        """Rows each table gives one batch: the online share first, then demo."""
+        from vlarft.datasets.replay import mixed_counts
+
+        replay = self.replay_config()
+        return mixed_counts(self.config.train.batch_size, self.online_fraction, online_table=replay.online_table,
+                            demo_table=replay.demo_table)
 
     def signature(self):
         from vlarft.datasets.replay import transition_signature
@@ -70,7 +65,7 @@ class ConRFTBuilder:
         from vlarft.datasets.replay.reliable import progress_tables
 
         tables = (make_tables(self.replay_config(), self.signature()) + [params_table()]
-                  + progress_tables(self.plan.max_actors))
+                  + progress_tables(self.config.online.max_actors))
         return ReplayServer(tables, port=port or None, checkpoint_dir=checkpoint_dir)
 
     def load_demos(self, server, dataset_dir: str, progress: bool = True) -> dict:
@@ -82,14 +77,15 @@ class ConRFTBuilder:
                                     progress=progress)
 
     def make_iterator(self, address: str, *, demo_only: bool = False, rate_limiter_timeout_ms: int = -1):
-        """Learner batches: `online_fraction` of each batch from online, the rest from demo."""
-        from vlarft.datasets.replay import make_batch_iterator, mixed_counts
+        """Learner items: each holds one learner step's `critic_actor_ratio` batches, every batch
+        `online_fraction` online rows and the rest demo rows (`Learner.step` splits them)."""
+        from vlarft.datasets.replay import make_batch_iterator
 
-        replay = self.replay_config()
-        fraction = 0.0 if demo_only else self.plan.online_fraction
-        counts = mixed_counts(self.config.train.batch_size, fraction, online_table=replay.online_table,
-                              demo_table=replay.demo_table)
-        return make_batch_iterator(address, counts, self.signature(), rate_limiter_timeout_ms=rate_limiter_timeout_ms)
+        counts = self.rows_per_source()
+        if demo_only:
+            counts = {self.replay_config().demo_table: self.config.train.batch_size}
+        per_step = {table: rows * self.loss.critic_actor_ratio for table, rows in counts.items()}
+        return make_batch_iterator(address, per_step, self.signature(), rate_limiter_timeout_ms=rate_limiter_timeout_ms)
 
     def make_transition_writer(self, client):
         """The actor's writer: every step to online, human interventions also to demo."""
@@ -102,9 +98,10 @@ class ConRFTBuilder:
         from vlarft.agents.learner import Learner
 
         normalizer = self.export.normalizer
-        online_source = 0 if self.plan.online_fraction > 0 else None  # mixed batches put online rows first
+        online_source = 0 if self.online_fraction > 0 else None  # mixed batches put online rows first
         return Learner(self.config, self.loss, self.spec.action_dim, tuple(self.spec.cameras),
-                       np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source)
+                       np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source,
+                       rows_per_source=tuple(self.rows_per_source().values()))
 
     def make_policy(self, head_params=None, *, deterministic: bool = True, seed: int = 0):
         """The acting policy: the export's backbone with `head_params` (default the export's head)."""

@@ -55,7 +55,11 @@ class ConsistencyConfig:
       proprio_dim: width of the proprio projection (Dense -> LayerNorm -> tanh).
       num_scales: M, number of Karras noise levels (40).
       sigma_min, sigma_max, sigma_data, rho: Karras schedule constants (0.002, 80, 0.5, 7).
-      clip_denoised: clip every output to the action box [-1, 1].
+      action_bound: how outputs are kept in the action box [-1, 1]. "clip" (the reference
+        code): every output is clipped inside the network, so a saturated dimension gets no
+        gradient from the BC or the Q term and cannot come back. "straight_through" (default):
+        the BC loss reads the unbounded output (it is pulled back into the box from anywhere),
+        sampled actions (acting, TD targets, the Q term) are clipped with an identity gradient.
       eval_noise_seed: the fixed noise of the deterministic (evaluation) mode.
     """
 
@@ -67,7 +71,7 @@ class ConsistencyConfig:
     sigma_max: float = 80.0
     sigma_data: float = 0.5
     rho: float = 7.0
-    clip_denoised: bool = True
+    action_bound: str = "clip"
     eval_noise_seed: int = 0
 
 
@@ -111,6 +115,10 @@ class LossConfig:
         interventions), relative to demo and intervention rows. 1 = BC on the whole mixed batch
         (paper and reference code); 0 = BC only on demonstrations and interventions (a variant
         of the reference's forks, so the actor does not imitate its own exploration).
+      q_normalize: divide the Q term by stop_gradient(mean |Q|) of the batch (TD3+BC), so
+        q_weight is a BC:Q trade-off independent of the reward scale (reference code: no).
+      actor_q_reduction: how the actor's Q term reduces the ensemble: "mean" (reference) or
+        "min" (pessimistic).
       cql_n_actions: sampled actions per group (random / current / next) per state (10).
       cql_temp: temperature of the log-mean-exp (1).
       calql_bound_random: the Monte-Carlo lower bound also covers the uniform random actions
@@ -124,6 +132,8 @@ class LossConfig:
     bc_weight: float = 1.0
     q_weight: float = 0.1
     online_bc_weight: float = 1.0
+    q_normalize: bool = False
+    actor_q_reduction: str = "mean"
     cql_n_actions: int = 10
     cql_temp: float = 1.0
     calql_bound_random: bool = True
@@ -156,7 +166,6 @@ class TrainConfig:
     Attributes:
       batch_size: transitions per update (256).
       learning_rate: Adam learning rate, actor and critic (3e-4).
-      online_fraction: share of each batch from the online table (offline 0.0, online 0.5).
       seed: master seed.
       log_every, eval_every, checkpoint_every: in learner steps.
       eval_episodes: episodes per periodic evaluation.
@@ -165,13 +174,80 @@ class TrainConfig:
 
     batch_size: int = 256
     learning_rate: float = 3e-4
-    online_fraction: float = 0.0
     seed: int = 42
     log_every: int = 50
     eval_every: int = 1000
     checkpoint_every: int = 1000
     eval_episodes: int = 10
     keep_checkpoints: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineConfig:
+    """The online stage (HIL-ConRFT): replay mixing and pacing, warm-up, actor, evaluation, roles.
+
+    Learning (checked to match when a run resumes):
+      online_fraction: share of each batch from the online table; the rest comes from the
+        demo table (demonstrations + human interventions). 0.5 = RLPD's symmetric sampling.
+      updates_per_env_step: critic updates (batches) each collected env step pays for, the
+        update-to-data ratio (UTD) held by the online table's rate limiter; the actor is
+        updated once per `LossConfig.critic_actor_ratio` of them.
+      lockstep: the actor waits for the learner, so the UTD holds exactly whatever the speed
+        of either side (None = on for simulators and Gymnasium envs, off for real robots,
+        which must never wait).
+      lockstep_lead: env steps the actor may run ahead of the learner's budget in lockstep.
+      max_actor_lead: > 0: the actor blocks this many env steps ahead of the learner's budget
+        (a robot too; lockstep sets it to `lockstep_lead`); 0 = never.
+      min_online: online transitions before learning starts.
+      critic_warmup_updates: learner steps at the start that update the critic only (the actor
+        keeps its offline parameters while the critic sees the policy's own states).
+      extra_updates: learner steps still made once collection has stopped (0: stop with it).
+      reset_optimizer: start with fresh Adam states (the reference code does).
+    Bookkeeping and deployment (may change on resume):
+      env_steps: robot steps to collect.
+      teleop: the human device (`scripted_intervention` on the simulator, `spacemouse`, ...).
+      publish_every: learner steps between parameter publications to the actors.
+      eval_every: env steps between the actor's periodic evaluations (0 = none; also one at
+        the start and one at the end).
+      eval_episodes: episodes per periodic evaluation.
+      role: "both" (actor thread + learner in one process), "learner" (serves replay and
+        parameters on `replay_port`, learns until every actor finished) or "actor" (acts on
+        this machine against the learner's server at `replay_address`).
+      replay_address: HOST:PORT of the learner's replay server (role actor).
+      replay_port: port the learner's replay server listens on (0 = any free one).
+      actor_index: this actor's slot (0 .. max_actors - 1); every actor of a run needs its own.
+      max_actors: actor slots the learner's server offers.
+      retry_every_s: seconds between an actor's reconnection attempts to a dead replay server.
+    """
+
+    online_fraction: float = 0.5
+    updates_per_env_step: float = 1.0
+    lockstep: bool | None = None
+    lockstep_lead: int = 2
+    max_actor_lead: int = 0
+    min_online: int = 100
+    critic_warmup_updates: int = 0
+    extra_updates: int = 0
+    reset_optimizer: bool = True
+    env_steps: int = 2000
+    teleop: str = "scripted_intervention"
+    publish_every: int = 10
+    eval_every: int = 0
+    eval_episodes: int = 5
+    role: str = "both"
+    replay_address: str = ""
+    replay_port: int = 0
+    actor_index: int = 0
+    max_actors: int = 8
+    retry_every_s: float = 2.0
+
+    BOOKKEEPING = ("env_steps", "teleop", "publish_every", "eval_every", "eval_episodes", "role", "replay_address",
+                   "replay_port", "actor_index", "max_actors", "retry_every_s")
+
+    def actor_lead(self, env: str) -> int:
+        """Env steps the actor may run ahead of the learner's budget on `env` (0: unlimited)."""
+        lockstep = self.lockstep if self.lockstep is not None else not env.startswith("franka:")
+        return self.lockstep_lead if lockstep else self.max_actor_lead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +261,7 @@ class AgentConfig:
     loss: LossConfig = LossConfig()
     returns: ReturnConfig = ReturnConfig()
     train: TrainConfig = TrainConfig()
+    online: OnlineConfig = OnlineConfig()
 
 
 def loss_preset(name: str = "paper", stage: str = "offline") -> LossConfig:
@@ -233,14 +310,72 @@ def config_to_json(config: AgentConfig) -> str:
     return json.dumps(dataclasses.asdict(config), sort_keys=True)
 
 
+SECTIONS = {"backbone": BackboneConfig, "head": ConsistencyConfig, "critic": CriticConfig, "loss": LossConfig,
+            "returns": ReturnConfig, "train": TrainConfig, "online": OnlineConfig}
+
+
 def config_from_json(text: str) -> AgentConfig:
-    """Inverse of `config_to_json`."""
+    """Inverse of `config_to_json`. A section or field the JSON lacks (written by an older
+    version) takes its default; a field this version no longer has is dropped."""
     import json
 
     data = json.loads(text)
-    members = {f.name: f.type for f in dataclasses.fields(AgentConfig) if f.name != "name"}
-    classes = {"backbone": BackboneConfig, "head": ConsistencyConfig, "critic": CriticConfig,
-               "loss": LossConfig, "returns": ReturnConfig, "train": TrainConfig}
-    assert set(classes) == set(members)
-    tupled = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return AgentConfig(name=data["name"], **{k: cls(**tupled(data[k])) for k, cls in classes.items()})
+    assert set(SECTIONS) == {f.name for f in dataclasses.fields(AgentConfig)} - {"name"}
+
+    def section(cls, values: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
+
+    return AgentConfig(name=data["name"], **{k: section(cls, data.get(k, {})) for k, cls in SECTIONS.items()})
+
+
+def with_overrides(config: AgentConfig, overrides) -> AgentConfig:
+    """`config` with "section.field=value" overrides applied (e.g. "loss.q_weight=0.3",
+    "head.action_bound=clip", "critic.hidden=256,256"); values are parsed as the field's type.
+    Raises ValueError naming an unknown section or field or a value that does not parse."""
+    for text in overrides:
+        section_name = _override_section(text)
+        section = override_section(getattr(config, section_name), section_name, [text])
+        config = dataclasses.replace(config, **{section_name: section})
+    return config
+
+
+def override_section(section, section_name: str, overrides):
+    """One section dataclass (e.g. a stage's LossConfig) with the overrides of `section_name`
+    applied; overrides of other sections are skipped."""
+    for text in overrides:
+        if _override_section(text) != section_name:
+            continue
+        key, _, raw = text.partition("=")
+        field_name = key.strip().partition(".")[2]
+        fields = {f.name for f in dataclasses.fields(section)}
+        if field_name not in fields:
+            raise ValueError(f"override {text!r}: {section_name} has no field {field_name!r}; fields: {sorted(fields)}")
+        value = _parse_like(getattr(section, field_name), raw.strip(), text)
+        section = dataclasses.replace(section, **{field_name: value})
+    return section
+
+
+def _override_section(text: str) -> str:
+    key, sep, _ = text.partition("=")
+    section_name = key.strip().partition(".")[0]
+    if not sep or section_name not in SECTIONS:
+        raise ValueError(f"override {text!r}: expected SECTION.FIELD=VALUE with SECTION one of {sorted(SECTIONS)}")
+    return section_name
+
+
+def _parse_like(current, raw: str, text: str):
+    """`raw` parsed as the type of `current` (bool, int, float, str, tuple of ints/floats, None)."""
+    try:
+        if raw.lower() in ("none", "auto") and (current is None or isinstance(current, bool)):
+            return None
+        if isinstance(current, bool) or current is None:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if isinstance(current, tuple):
+            kind = type(current[0]) if current else float
+            return tuple(kind(part) for part in raw.split(",") if part)
+        return type(current)(raw)
+    except ValueError:
+        raise ValueError(f"override {text!r}: {raw!r} is not a {type(current).__name__}") from None

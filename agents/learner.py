@@ -1,8 +1,9 @@
 """The ConRFT learner: consistency head (actor) + critic ensemble with a target network.
 
 One learner step = `critic_actor_ratio` updates on fresh batches: critic-only updates first, then
-one joint critic + actor update (the reference's cta_ratio = 2). Both update kinds are jitted
-once. Losses come from `agents/losses.py` (Cal-QL critic when `cql_alpha > 0`, TD otherwise;
+one joint critic + actor update (the reference's cta_ratio = 2). The step's batches arrive as one
+item of `critic_actor_ratio` x batch_size rows (`ConRFTBuilder.make_iterator`), so a step is one
+host->device transfer and one jitted call. Losses come from `agents/losses.py` (Cal-QL critic when `cql_alpha > 0`, TD otherwise;
 actor = beta BC + eta (-Q)). The actor reads cached backbone embeddings + proprio, so a learner
 step never runs the backbone.
 """
@@ -10,7 +11,7 @@ step never runs the backbone.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import flax
 import jax
@@ -62,12 +63,36 @@ def loss_batch(item: Mapping, state_mean, state_std, online_source: int | None =
     return batch
 
 
+def split_rows(item: Mapping, parts: int, rows_per_source: tuple[int, ...]) -> list[Mapping]:
+    """A learner step's item -> `parts` batches.
+
+    The item's rows come per source table in order (`BatchIterator`): source j's block holds
+    `parts` x rows_per_source[j] rows. Batch i takes the i-th slice of every block, so every
+    batch keeps the table mix. Static slicing: jit-able.
+    """
+    if parts == 1:
+        return [item]
+    blocks, offset = [], 0
+    for rows in rows_per_source:
+        blocks.append([(offset + i * rows, offset + (i + 1) * rows) for i in range(parts)])
+        offset += parts * rows
+
+    def take(i):
+        return jax.tree_util.tree_map(
+            lambda x: jnp.concatenate([x[block[i][0]:block[i][1]] for block in blocks], axis=0), item)
+
+    return [take(i) for i in range(parts)]
+
+
 class Learner:
     """Builds, initialises and updates a `LearnerState` for one stage's loss weights."""
 
     def __init__(self, config: AgentConfig, loss: LossConfig, action_dim: int, cameras: tuple[str, ...],
-                 state_mean: np.ndarray, state_std: np.ndarray, online_source: int | None = None):
+                 state_mean: np.ndarray, state_std: np.ndarray, online_source: int | None = None,
+                 rows_per_source: tuple[int, ...] | None = None):
         self.config, self.loss, self.action_dim = config, loss, action_dim
+        # rows each source table contributes to one batch (`split_rows`); default: one table
+        self.rows_per_source = tuple(rows_per_source or (config.train.batch_size,))
         self.online_source = online_source  # `source` index of online rows in replay batches (None: none)
         self.head = ConsistencyHead(config.head, action_dim)
         self.critic = Critic(config.critic, tuple(cameras))
@@ -75,13 +100,14 @@ class Learner:
         self.critic_tx = optax.adam(config.train.learning_rate)
         self.state_mean = jnp.asarray(state_mean, jnp.float32)
         self.state_std = jnp.asarray(np.where(np.asarray(state_std) > 1e-6, state_std, 1.0), jnp.float32)
-        self._critic_update = jax.jit(functools.partial(self._update, update_actor=False))
-        self._joint_update = jax.jit(functools.partial(self._update, update_actor=True))
+        self.updates_per_step = loss.critic_actor_ratio
+        self._steps = {update_actor: jax.jit(functools.partial(self._step, update_actor=update_actor))
+                       for update_actor in (False, True)}
         self._eval_actions = jax.jit(lambda params, embedding, state: sample_actions(
             self.head.apply, params, embedding, state, None, config.head, action_dim, deterministic=True))
 
     def init(self, rng: jax.Array, item: Mapping) -> LearnerState:
-        """Fresh parameters shaped after one replay batch."""
+        """Fresh parameters shaped after one replay item (a step's or a batch's rows)."""
         batch = loss_batch(item, self.state_mean, self.state_std)
         k_head, k_critic, rng = jax.random.split(rng, 3)
         obs = batch["observations"]
@@ -100,14 +126,21 @@ class Learner:
         return state.replace(head_opt=self.head_tx.init(state.head_params),
                              critic_opt=self.critic_tx.init(state.critic_params))
 
-    def step(self, state: LearnerState, batches: Iterator[Mapping]) -> tuple[LearnerState, dict]:
-        """One learner step: (ratio - 1) critic-only updates, then one joint update."""
-        metrics = {}
-        for _ in range(self.loss.critic_actor_ratio - 1):
-            state, metrics = self._critic_update(state, next(batches))
-        state, joint = self._joint_update(state, next(batches))
+    def step(self, state: LearnerState, item: Mapping, update_actor: bool = True) -> tuple[LearnerState, dict]:
+        """One learner step on one replay item (`updates_per_step` batches' rows, see
+        `split_rows`): (ratio - 1) critic-only updates, then one joint update (critic-only too
+        when `update_actor` is False, e.g. during an online critic warm-up)."""
+        state, metrics = self._steps[bool(update_actor)](state, item)
         weights = {"bc_weight": self.loss.bc_weight, "q_weight": self.loss.q_weight, "cql_alpha": self.loss.cql_alpha}
-        return state.replace(step=state.step + 1), {**metrics, **joint, **weights}
+        return state, {**metrics, **weights}
+
+    def _step(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
+        metrics = {}
+        for index, batch in enumerate(split_rows(item, self.updates_per_step, self.rows_per_source)):
+            joint = update_actor and index == self.updates_per_step - 1
+            state, update_metrics = self._update(state, batch, update_actor=joint)
+            metrics.update(update_metrics)
+        return state.replace(step=state.step + 1), metrics
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
         batch = loss_batch(item, self.state_mean, self.state_std, self.online_source, self.loss.online_bc_weight)
@@ -124,9 +157,7 @@ class Learner:
         critic_params = optax.apply_updates(state.critic_params, updates)
         head_params, head_opt = state.head_params, state.head_opt
         if update_actor:
-            head_grad, actor_metrics = jax.grad(losses.actor_loss, argnums=1, has_aux=True)(
-                self.head.apply, state.head_params, self.critic.apply, state.critic_params, batch, k_actor,
-                self.loss, self.config.head)
+            head_grad, actor_metrics = self._actor_gradient(state, batch, k_actor)
             updates, head_opt = self.head_tx.update(head_grad, state.head_opt, state.head_params)
             head_params = optax.apply_updates(state.head_params, updates)
             metrics = {**metrics, **actor_metrics}
@@ -134,6 +165,23 @@ class Learner:
         new_state = state.replace(head_params=head_params, critic_params=critic_params, target_critic_params=target,
                                   head_opt=head_opt, critic_opt=critic_opt, rng=rng)
         return new_state, metrics
+
+    def _actor_gradient(self, state: LearnerState, batch: Mapping, rng) -> tuple[Any, dict]:
+        """Gradient of the actor loss w.r.t. the head, with the norms of its BC and Q parts
+        (`grad_norm_bc`, `grad_norm_q`: which term steers the policy)."""
+        def terms(head_params):
+            return losses.actor_terms(self.head.apply, head_params, self.critic.apply, state.critic_params, batch, rng,
+                                      self.loss, self.config.head)
+
+        (bc_term, q_term), vjp, metrics = jax.vjp(terms, state.head_params, has_aux=True)
+        one, zero = jnp.ones_like(bc_term), jnp.zeros_like(bc_term)
+        (grad_bc,) = vjp((one, zero))
+        metrics = {**metrics, "actor_loss": bc_term + q_term, "grad_norm_bc": optax.global_norm(grad_bc)}
+        if self.loss.q_weight == 0:
+            return grad_bc, metrics
+        (grad_q,) = vjp((zero, one))
+        metrics["grad_norm_q"] = optax.global_norm(grad_q)
+        return jax.tree_util.tree_map(jnp.add, grad_bc, grad_q), metrics
 
     def q_value(self, critic_params, observation: Mapping, actions) -> float:
         """Mean (over samples and the ensemble) Q of raw observations (proprio not yet z-scored)."""

@@ -142,26 +142,45 @@ def critic_loss(critic_apply: Callable, critic_params, target_critic_params, hea
     return loss, metrics
 
 
-def actor_loss(head_apply: Callable, head_params, critic_apply: Callable | None, critic_params, batch: dict,
-               rng, loss_cfg: LossConfig, head_cfg: ConsistencyConfig) -> tuple[jax.Array, dict]:
-    """L_pi = bc_weight * L_BC + q_weight * L_Q, L_Q = -mean_b mean_k Q_k(s, a_pi); w.r.t. `head_params`.
+def actor_terms(head_apply: Callable, head_params, critic_apply: Callable | None, critic_params, batch: dict,
+                rng, loss_cfg: LossConfig, head_cfg: ConsistencyConfig) -> tuple[tuple[jax.Array, jax.Array], dict]:
+    """The two weighted terms of the actor loss, (bc_weight * L_BC, q_weight * L_Q), and metrics.
 
-    a_pi is a one-step sample with gradient through the head; the critic is frozen
-    (stop_gradient). With q_weight == 0 (SFT) the critic is not evaluated (critic_apply and
-    critic_params may be None). Metrics: actor_loss, bc_loss, bc_mse, q_loss, q_pi.
+    L_Q = -mean_b reduce_k Q_k(s, a_pi) (reduce = `actor_q_reduction`), a_pi a one-step sample
+    with gradient through the head (bounded by `bound_actions`); the critic is frozen
+    (stop_gradient). With `q_normalize`, L_Q is divided by stop_gradient(mean_b |reduce_k Q|)
+    (TD3+BC), so eta sets the BC:Q trade-off whatever the reward scale. With q_weight == 0 (SFT)
+    the critic is not evaluated (critic_apply and critic_params may be None).
+    Metrics: bc_loss, bc_mse, and with a Q term q_loss, q_pi, q_scale, saturation (share of
+    sampled action entries at the box, |a| >= 0.999) and saturation_max_dim (the most
+    saturated dimension's share).
     """
     obs, actions = batch["observations"], batch["actions"]
     k_bc, k_pi, k_q = jax.random.split(rng, 3)
     bc, metrics = consistency_bc_loss(head_apply, head_params, obs["embedding"], obs["state"], actions, k_bc,
                                       head_cfg, batch.get("bc_row_weights"))
-    loss = loss_cfg.bc_weight * bc
+    q_term = jnp.zeros((), bc.dtype)
     if loss_cfg.q_weight != 0:
         a_pi = sample_actions(head_apply, head_params, obs["embedding"], obs["state"], k_pi, head_cfg,
                               actions.shape[-1])
         q = critic_apply({"params": jax.lax.stop_gradient(critic_params)}, obs, a_pi, train=True,
                          rngs={"dropout": k_q})
+        q = jnp.min(q, axis=0) if loss_cfg.actor_q_reduction == "min" else jnp.mean(q, axis=0)
+        scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(q))) + 1e-6 if loss_cfg.q_normalize else 1.0
         q_pi = jnp.mean(q)
-        loss = loss + loss_cfg.q_weight * -q_pi
-        metrics.update(q_loss=-q_pi, q_pi=q_pi)
+        q_term = -q_pi / scale
+        at_bound = jax.lax.stop_gradient(jnp.abs(a_pi) >= 0.999)
+        metrics.update(q_loss=q_term, q_pi=q_pi, q_scale=jnp.asarray(scale, jnp.float32),
+                       saturation=jnp.mean(at_bound), saturation_max_dim=jnp.max(jnp.mean(at_bound, axis=0)))
+    return (loss_cfg.bc_weight * bc, loss_cfg.q_weight * q_term), metrics
+
+
+def actor_loss(head_apply: Callable, head_params, critic_apply: Callable | None, critic_params, batch: dict,
+               rng, loss_cfg: LossConfig, head_cfg: ConsistencyConfig) -> tuple[jax.Array, dict]:
+    """L_pi = bc_weight * L_BC + q_weight * L_Q (`actor_terms`); w.r.t. `head_params`.
+    Metrics: those of `actor_terms` and actor_loss."""
+    (bc_term, q_term), metrics = actor_terms(head_apply, head_params, critic_apply, critic_params, batch, rng,
+                                             loss_cfg, head_cfg)
+    loss = bc_term + q_term
     metrics["actor_loss"] = loss
     return loss, metrics

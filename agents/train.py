@@ -55,11 +55,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--critic_encoder_weights", default="", help="pixel critic: ResNet trunk weights file")
     parser.add_argument("--seed", type=int, default=-1, help="override the config's seed")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override any config field (agents/config.py), e.g. --set loss.q_normalize=true "
+                             "--set online.critic_warmup_updates=200; repeatable")
     online = parser.add_argument_group("online stage (HIL-ConRFT)")
     online.add_argument("--env_steps", type=int, default=2000, help="robot steps to collect")
     online.add_argument("--teleop", default="scripted_intervention",
                         help="human device: scripted_intervention (simulator) | spacemouse | keyboard | gamepad")
-    online.add_argument("--updates_per_env_step", type=float, default=1.0, help="update-to-data ratio")
+    online.add_argument("--updates_per_env_step", type=float, default=1.0,
+                        help="update-to-data ratio: critic updates per collected env step")
     online.add_argument("--role", choices=("both", "learner", "actor"), default="both",
                         help="both: one process; learner: serve replay + parameters and learn up to --steps; "
                              "actor: act against --replay_address")
@@ -72,12 +76,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     online.add_argument("--online_eval_episodes", type=int, default=5, help="episodes per periodic evaluation")
     online.add_argument("--actor_index", type=int, default=0, help="this actor's slot (one per actor of a run)")
     online.add_argument("--max_actor_lead", type=int, default=0,
-                        help="learner: actors block this many env steps ahead of the UTD budget (0: never block)")
+                        help="learner: actors block this many env steps ahead of the UTD budget (0: never block; "
+                             "simulators run in lockstep anyway, see --set online.lockstep=false)")
     return parser.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace):
-    from vlarft.agents.config import get_config
+    from vlarft.agents.config import get_config, with_overrides
 
     config = get_config(args.config)
     train = {k: v for k, v in dict(batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -89,7 +94,13 @@ def build_config(args: argparse.Namespace):
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
     if args.critic_input:
         config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=args.critic_input))
-    return config
+    online = dict(env_steps=args.env_steps, teleop=args.teleop, updates_per_env_step=args.updates_per_env_step,
+                  min_online=args.min_online, role=args.role, replay_address=args.replay_address,
+                  publish_every=args.publish_every, max_actor_lead=args.max_actor_lead, replay_port=args.replay_port,
+                  eval_every=args.eval_every_env_steps, eval_episodes=args.online_eval_episodes,
+                  actor_index=args.actor_index)
+    config = dataclasses.replace(config, online=dataclasses.replace(config.online, **online))
+    return with_overrides(config, args.set)
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -103,18 +114,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # SIGTERM saves like Ctrl-C
     from vlarft.agents import training
     from vlarft.agents.cli import run_cli
-    from vlarft.agents.config import loss_preset
+    from vlarft.agents.config import loss_preset, override_section
 
     if args.stage != "online" and not args.dataset_dir:
         print(f"error: --stage={args.stage} needs --dataset_dir", file=sys.stderr)
         return 2
-    config = build_config(args)
+    try:
+        config = build_config(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     def loss_for(stage: str):
+        """The preset's weights for the stage, then --bc_weight/--q_weight/... and --set loss.*."""
         loss = loss_preset(args.loss_preset, stage)
         overrides = {k: v for k, v in (("bc_weight", args.bc_weight), ("q_weight", args.q_weight),
                                         ("online_bc_weight", args.online_bc_weight)) if v >= 0}
-        return dataclasses.replace(loss, **overrides)
+        return override_section(dataclasses.replace(loss, **overrides), "loss", args.set)
     options = training.StageOptions(dataset_dir=args.dataset_dir, workdir=args.workdir, steps=args.steps,
                                     env=args.env, eval_episodes=args.eval_episodes, init_from=args.init_from,
                                     loss_preset=args.loss_preset, action_dim=args.action_dim,
@@ -127,15 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return training.run_sft(options, config)
         if args.stage == "offline":
             return training.run_offline(options, config, loss_for("offline"))
-        from vlarft.agents.online import OnlineSettings, run_online
+        from vlarft.agents.online import run_online
 
-        settings = OnlineSettings(env_steps=args.env_steps, teleop=args.teleop,
-                                  updates_per_env_step=args.updates_per_env_step, min_online=args.min_online,
-                                  role=args.role, replay_address=args.replay_address,
-                                  publish_every=args.publish_every, max_actor_lead=args.max_actor_lead,
-                                  replay_port=args.replay_port, eval_every=args.eval_every_env_steps,
-                                  eval_episodes=args.online_eval_episodes, actor_index=args.actor_index)
-        return run_online(options, config, loss_for("online"), settings)
+        return run_online(options, config, loss_for("online"))
 
     # errors: mismatches, bad files, replay unreachable
     return run_cli(work, "interrupted: a checkpoint was saved; run the same command to resume",

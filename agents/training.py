@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from vlarft.agents.checkpointing import Checkpointer
-from vlarft.agents.config import AgentConfig, LossConfig, config_from_json, config_to_json
+from vlarft.agents.config import AgentConfig, LossConfig, OnlineConfig, config_from_json, config_to_json
 from vlarft.agents.evaluation import evaluate
 from vlarft.agents.export import PolicyExport, export_policy, load_policy_export
 from vlarft.agents.metrics_log import TrainingLog, check_finite
@@ -182,9 +182,12 @@ def open_checkpointer(options: StageOptions, config: AgentConfig, stage: str) ->
 
 
 def _learning_part(config: AgentConfig) -> AgentConfig:
-    """The config without bookkeeping (logging, evaluation, checkpoint cadence), which may change on resume."""
+    """The config without bookkeeping (logging, evaluation, checkpoint cadence, the online budget
+    and deployment), which may change on resume."""
     neutral = dict(log_every=0, eval_every=0, checkpoint_every=0, eval_episodes=0, keep_checkpoints=0)
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **neutral))
+    online = {name: getattr(OnlineConfig(), name) for name in OnlineConfig.BOOKKEEPING}
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **neutral),
+                               online=dataclasses.replace(config.online, **online))
 
 
 # ---------------------------------------------------------------- SFT
@@ -330,7 +333,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
                           _export_meta(meta, export.cameras, spec, step))
 
         _, final = run_loop(name="offline", state=state, start_step=start_step, options=options, config=config,
-                            step_fn=lambda s: learner.step(s, batches), checkpointer=checkpointer, meta=meta,
+                            step_fn=lambda s: learner.step(s, next(batches)), checkpointer=checkpointer, meta=meta,
                             evaluate_fn=evaluate_fn, export_fn=export_fn)
     finally:
         server.stop()

@@ -6,6 +6,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from vlarft.agents.config import get_config
@@ -64,19 +65,46 @@ def head():
 def test_boundary_condition_and_box(head):
     module, params, (emb, state) = head
     x = jax.random.uniform(jax.random.PRNGKey(0), (B, A), minval=-0.99, maxval=0.99)
-    unclipped = ConsistencyHead(dataclasses.replace(TINY.head, clip_denoised=False), A)
+    clipping = ConsistencyHead(dataclasses.replace(TINY.head, action_bound="clip"), A)
+    unclipped = ConsistencyHead(dataclasses.replace(TINY.head, action_bound="straight_through"), A)
     sigmas = jnp.broadcast_to(jnp.asarray(karras_sigmas(TINY.head)), (B, 40))
 
     @jax.jit
     def run(params, x, big):
         apply = lambda m, x, sigma: m.apply({"params": params}, x, sigma, emb, state)
-        return apply(module, x, 0.002), apply(unclipped, 3 * x, 0.002), apply(module, big, sigmas)
+        return apply(clipping, x, 0.002), apply(unclipped, 3 * x, 0.002), apply(clipping, big, sigmas)
 
     at_min, unclipped_at_min, out = run(params, x, 80 * jax.random.normal(jax.random.PRNGKey(1), (B, 40, A)))
     np.testing.assert_array_equal(at_min, x)
     np.testing.assert_array_equal(unclipped_at_min, 3 * x)
     assert out.shape == (B, 40, A) and float(jnp.max(jnp.abs(out))) <= 1.0
     assert float(jnp.std(out)) > 0.1
+
+
+def test_straight_through_bound_keeps_the_gradient_of_a_saturated_dimension(head):
+    _, params, (emb, state) = head
+    configs = {bound: dataclasses.replace(TINY.head, action_bound=bound) for bound in ("clip", "straight_through")}
+
+    def grad_norm_of_first_dim(cfg):
+        module = ConsistencyHead(cfg, A)
+
+        def first_dim(p):  # large output scale: the one-step samples of dim 0 leave the box
+            scaled = jax.tree_util.tree_map(lambda x: 50.0 * x, p)
+            a = sample_actions(module.apply, scaled, emb, state, jax.random.PRNGKey(0), cfg, A)
+            return jnp.sum(a[:, 0]), a
+
+        (_, actions), grads = jax.value_and_grad(first_dim, has_aux=True)(params)
+        return actions, float(optax.global_norm(grads))
+
+    clipped_actions, clipped_grad = grad_norm_of_first_dim(configs["clip"])
+    st_actions, st_grad = grad_norm_of_first_dim(configs["straight_through"])
+    assert float(jnp.mean(jnp.abs(clipped_actions[:, 0]) >= 0.999)) == 1.0  # every sample saturated
+    np.testing.assert_array_equal(clipped_actions, st_actions)  # same actions in the box ...
+    assert clipped_grad == 0.0 and st_grad > 0.0  # ... but only the straight-through bound still learns
+    raw = sample_actions(ConsistencyHead(configs["straight_through"], A).apply,
+                         jax.tree_util.tree_map(lambda x: 50.0 * x, params), emb, state, jax.random.PRNGKey(0),
+                         configs["straight_through"], A, bounded=False)
+    assert float(jnp.max(jnp.abs(raw))) > 1.0  # the unbounded output the BC loss reads
 
 
 def test_samplers(head):

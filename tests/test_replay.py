@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_SPEC, make_episode
-from vlarft.agents.config import ReturnConfig, TrainConfig
+from vlarft.agents.config import ReturnConfig
 from vlarft.datasets.raw_episodes import write_raw_episode
 from vlarft.datasets.reader import iterate_episodes
 from vlarft.datasets.replay import (ReplayConfig, ReplayError, ReplayServer, TransitionWriter,
@@ -213,8 +213,7 @@ def test_mixed_batches_come_from_both_tables_in_ratio():
     assert list(mixed_counts(256, 0.5)) == ["online", "demo"]
     assert mixed_counts(32, 0.0) == {"demo": 32} and mixed_counts(32, 1.0) == {"online": 32}
     # UTD: 128 online rows per update x 2 updates per env step.
-    train = TrainConfig(batch_size=256, online_fraction=0.5)
-    assert ReplayConfig.for_training(train, updates_per_env_step=2).samples_per_insert == 256
+    assert ReplayConfig.for_training(256, 0.5, updates_per_env_step=2).samples_per_insert == 256
     keys = ("state",)
     online = make_episode("on", length=6, seed=1)["steps"]
     demo = make_episode("de", length=6, seed=2)["steps"]

@@ -24,7 +24,7 @@ import pytest
 from conftest import int16le
 from vlarft.agents import training
 from vlarft.agents.config import get_config, loss_preset
-from vlarft.agents.online import OnlineSettings, run_online
+from vlarft.agents.online import run_online
 from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
 from vlarft.datasets.reader import iterate_episodes
 from vlarft.pipelines.convert_demos import convert
@@ -262,10 +262,11 @@ def test_a_lab_goes_from_a_task_toml_to_online_training(tmp_path, monkeypatch, c
 
         online = training.StageOptions(dataset_dir="", workdir=str(tmp_path / "online"), steps=0, env=env_name,
                                        eval_episodes=0, init_from=offline.workdir, show_progress=False)
-        settings = OnlineSettings(env_steps=30, teleop="spacemouse", min_online=10, publish_every=2)
+        online_config = dataclasses.replace(config, online=dataclasses.replace(
+            config.online, env_steps=30, teleop="spacemouse", min_online=10, publish_every=2))
         hid.watch_s = 0.1  # online, the person lets the policy act for a few steps first
         requests_before = len(server.recorded("pose"))
-        result = run_online(online, config, loss_preset("paper", "online"), settings)
+        result = run_online(online, online_config, loss_preset("paper", "online"))
 
     written = result["replay_items_written"]
     assert result["env_steps"] >= 30 and written["online"] == result["env_steps"], result

@@ -15,7 +15,7 @@ import pytest
 
 from vlarft.agents import training
 from vlarft.agents.checkpointing import Checkpointer
-from vlarft.agents.config import get_config, loss_preset
+from vlarft.agents.config import OnlineConfig, get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.metrics_log import NonFiniteLossError
 from vlarft.datasets.reader import iterate_episodes
@@ -114,18 +114,24 @@ def fake_batch(seed, batch=16, embedding=64):
             "intervention": jnp.zeros(batch, bool)}
 
 
+def step_item(*batches):
+    """One learner step's item: the rows of `critic_actor_ratio` batches (one source table)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *batches)
+
+
 def test_resume_reproduces_the_next_step_exactly(tmp_path):
-    learner = Learner(tiny_config(), loss_preset("paper", "offline"), 7, ("front", "wrist"), np.zeros(19), np.ones(19))
+    learner = Learner(tiny_config(), loss_preset("paper", "offline"), 7, ("front", "wrist"), np.zeros(19), np.ones(19),
+                      rows_per_source=(16,))
     state = learner.init(jax.random.PRNGKey(0), fake_batch(0))
     for i in range(3):
-        state, _ = learner.step(state, iter([fake_batch(10 + 2 * i), fake_batch(11 + 2 * i)]))
+        state, _ = learner.step(state, step_item(fake_batch(10 + 2 * i), fake_batch(11 + 2 * i)))
     checkpointer = Checkpointer(tmp_path / "ckpt")
     checkpointer.save(3, state, {"note": "test"})
-    next_batches = [fake_batch(100), fake_batch(101)]
-    straight, _ = learner.step(state, iter(next_batches))
+    next_item = step_item(fake_batch(100), fake_batch(101))
+    straight, _ = learner.step(state, next_item)
     restored, meta = checkpointer.restore(learner.init(jax.random.PRNGKey(1), fake_batch(0)))
     assert meta == {"note": "test"} and int(restored.step) == 3
-    resumed, _ = learner.step(restored, iter(next_batches))
+    resumed, _ = learner.step(restored, next_item)
     same = jax.tree_util.tree_map(lambda a, b: bool(jnp.array_equal(a, b)), straight, resumed)
     assert all(jax.tree_util.tree_leaves(same))
     changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.array_equal(a, b)), straight.head_params, state.head_params)
@@ -168,7 +174,7 @@ def test_sft_starts_from_a_local_backbone_checkpoint(demos, sft_run, tmp_path):
 
 
 def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, tmp_path):
-    from vlarft.agents.online import OnlineSettings, run_online
+    from vlarft.agents.online import run_online
     from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
 
     offline = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=20,
@@ -176,9 +182,9 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     training.run_offline(offline, tiny_config(), loss_preset("paper", "offline"))
     online = training.StageOptions(dataset_dir="", workdir=str(tmp_path / "online"), steps=0, eval_episodes=1,
                                    init_from=str(tmp_path / "offline"), show_progress=False)
-    settings = OnlineSettings(env_steps=120, teleop="scripted", min_online=40, publish_every=2, max_actor_lead=10,
-                              eval_every=60, eval_episodes=1)
-    result = run_online(online, tiny_config(), loss_preset("paper", "online"), settings)
+    config = dataclasses.replace(tiny_config(), online=OnlineConfig(
+        env_steps=120, teleop="scripted", min_online=40, publish_every=2, eval_every=60, eval_episodes=1))
+    result = run_online(online, config, loss_preset("paper", "online"))
     assert result["env_steps"] >= 120 and result["intervention_rate"] == 1.0  # the scripted human drove
     assert result["replay_items_written"]["online"] == result["env_steps"]
     assert result["replay_items_written"]["demo"] == result["env_steps"]  # interventions also go to demo

@@ -56,14 +56,15 @@ def learner_updates_per_s(config_name: str, critic_input: str, batch: int, image
     config = get_config(config_name)
     config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=critic_input))
     loss = loss_preset("paper", "offline")
-    learner = Learner(config, loss, 7, CAMERAS, np.zeros(19), np.ones(19))
+    learner = Learner(config, loss, 7, CAMERAS, np.zeros(19), np.ones(19), rows_per_source=(batch,))
     rng = np.random.default_rng(0)
-    item = replay_like_batch(rng, batch, config.backbone.width, image_size, critic_input == "pixels")
+    item = replay_like_batch(rng, batch * loss.critic_actor_ratio, config.backbone.width, image_size,
+                             critic_input == "pixels")
     state = learner.init(jax.random.PRNGKey(0), item)
     holder = {"state": state}
 
     def one_step():
-        holder["state"], metrics = learner.step(holder["state"], iter([item] * loss.critic_actor_ratio))
+        holder["state"], metrics = learner.step(holder["state"], item)
         return metrics
 
     return loss.critic_actor_ratio / timed(one_step, repeats)

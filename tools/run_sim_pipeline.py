@@ -91,7 +91,7 @@ def record_and_convert(task: str, workdir: Path, settings: JobSettings, beam_arg
 def train_stages(task: str, dataset_dir: str, workdir: Path, settings: JobSettings, beam_args, console) -> dict:
     from vlarft.agents import training
     from vlarft.agents.config import get_config, loss_preset
-    from vlarft.agents.online import OnlineSettings, run_online
+    from vlarft.agents.online import run_online
     from vlarft.pipelines.embed_dataset import embed_dataset
 
     base = get_config(settings.config)
@@ -110,15 +110,14 @@ def train_stages(task: str, dataset_dir: str, workdir: Path, settings: JobSettin
                                    loss_preset("paper", "offline"))
     console.print(f"[bold]{task}[/]: online HIL-ConRFT with scripted interventions ({settings.online_env_steps} "
                   f"env steps)")
-    online_config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, learning_rate=settings.online_learning_rate))
+    online_config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, learning_rate=settings.online_learning_rate),
+        online=dataclasses.replace(config.online, env_steps=settings.online_env_steps, teleop="scripted_intervention",
+                                   eval_every=settings.online_eval_every, eval_episodes=settings.online_eval_episodes))
     online = run_online(dataclasses.replace(options("", "online", 0), init_from=str(runs / "offline")), online_config,
                         dataclasses.replace(loss_preset("paper", "online"), bc_weight=settings.online_beta,
                                             q_weight=settings.online_eta,
-                                            online_bc_weight=settings.online_own_rows_bc),
-                        OnlineSettings(env_steps=settings.online_env_steps, teleop="scripted_intervention",
-                                       eval_every=settings.online_eval_every,
-                                       eval_episodes=settings.online_eval_episodes))
+                                            online_bc_weight=settings.online_own_rows_bc))
     return {"sft": sft, "cal_conrft": offline, "hil_conrft": online}
 
 

@@ -1,8 +1,12 @@
 """Consistency-policy action head (EDM/Karras parameterisation) and its samplers.
 
-f(x, sigma | obs) = clip(c_skip(sigma) x + c_out(sigma) F([c_in(sigma) x, TimeMLP(t), obs_enc]), -1, 1)
-with t = 250 ln(sigma) and obs_enc = [embedding, proprio_proj(state)]. f(x, sigma_min) = x exactly
-(before the clip): the boundary condition of consistency models.
+f(x, sigma | obs) = c_skip(sigma) x + c_out(sigma) F([c_in(sigma) x, TimeMLP(t), obs_enc])
+with t = 250 ln(sigma) and obs_enc = [embedding, proprio_proj(state)]. f(x, sigma_min) = x exactly:
+the boundary condition of consistency models. How f is kept in the action box [-1, 1] is
+`ConsistencyConfig.action_bound` (`bound_actions`): "clip" clips every output of the network (the
+reference code: no gradient through a saturated dimension), "straight_through" leaves the
+network's output unbounded (the BC loss reads it) and clips sampled actions with an identity
+gradient.
 
 Calling convention used by the samplers and `vlarft.agents.losses`: `apply_fn` is
 `ConsistencyHead(...).apply` (or anything with its signature) and `params` is the `params`
@@ -91,7 +95,21 @@ class ConsistencyHead(nn.Module):
         ], axis=-1)
         out = dense(self.action_dim, name="out")(MLP(cfg.hidden, name="mlp")(features))
         denoised = c_skip * x + c_out * out
-        return jnp.clip(denoised, -1.0, 1.0) if cfg.clip_denoised else denoised
+        return jnp.clip(denoised, -1.0, 1.0) if cfg.action_bound == "clip" else denoised
+
+
+ACTION_BOUNDS = ("clip", "straight_through")
+
+
+def bound_actions(actions, cfg: ConsistencyConfig):
+    """Actions in [-1, 1]. "clip": the head already clipped them (returned as they are);
+    "straight_through": clipped, with the gradient of the identity (a saturated dimension still
+    learns)."""
+    if cfg.action_bound not in ACTION_BOUNDS:
+        raise ValueError(f"unknown action_bound {cfg.action_bound!r}; known: {ACTION_BOUNDS}")
+    if cfg.action_bound == "clip":
+        return actions
+    return actions + jax.lax.stop_gradient(jnp.clip(actions, -1.0, 1.0) - actions)
 
 
 def multistep_sigmas(cfg: ConsistencyConfig, steps: int) -> np.ndarray:
@@ -104,7 +122,7 @@ def multistep_sigmas(cfg: ConsistencyConfig, steps: int) -> np.ndarray:
 
 def sample_actions(apply_fn: Callable, params, embedding, state, rng, cfg: ConsistencyConfig,
                    action_dim: int, *, steps: int = 1, deterministic: bool = False,
-                   repeat: int | None = None, sigmas: Sequence[float] | None = None):
+                   repeat: int | None = None, sigmas: Sequence[float] | None = None, bounded: bool = True):
     """Actions of the consistency policy: [B, A], or [B, repeat, A] when `repeat` is given.
 
     One step: a = f(sigma_max z, sigma_max | obs), z ~ N(0, I). With `steps` = k > 1 (CM
@@ -112,6 +130,8 @@ def sample_actions(apply_fn: Callable, params, embedding, state, rng, cfg: Consi
     `multistep_sigmas(cfg, k)`) as a + sqrt(sigma^2 - sigma_min^2) z and denoised again.
     `deterministic` draws all noise from `cfg.eval_noise_seed` instead of `rng` (which may then be
     None), so evaluation gives the same actions for the same observations on every call.
+    Every intermediate sample is bounded (`bound_actions`); the returned one too unless
+    `bounded=False` (the head's raw output, for saturation statistics).
     Differentiable w.r.t. `params` (the actor loss back-propagates through it); jit-able with
     `steps`, `deterministic`, `repeat` static.
     """
@@ -130,5 +150,5 @@ def sample_actions(apply_fn: Callable, params, embedding, state, rng, cfg: Consi
     for key, sigma in zip(keys[1:], sigmas):
         sigma = float(sigma)
         noise = math.sqrt(max(sigma ** 2 - cfg.sigma_min ** 2, 0.0))
-        actions = denoise(actions + noise * jax.random.normal(key, shape, jnp.float32), sigma)
-    return actions
+        actions = denoise(bound_actions(actions, cfg) + noise * jax.random.normal(key, shape, jnp.float32), sigma)
+    return bound_actions(actions, cfg) if bounded else actions

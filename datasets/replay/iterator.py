@@ -60,6 +60,7 @@ class BatchIterator:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._done = False
+        self._waited_s = 0.0
         self._thread = threading.Thread(target=self._produce, args=(dataset,), daemon=True,
                                         name=f"replay-batches-{address}")
         self._thread.start()
@@ -70,7 +71,9 @@ class BatchIterator:
     def __next__(self) -> dict:
         if self._done:
             raise StopIteration
-        item = self._get()
+        return self._deliver(self._get())
+
+    def _deliver(self, item) -> dict:
         if item is _END or isinstance(item, BaseException):
             self._done = True
             if item is _END:
@@ -78,16 +81,36 @@ class BatchIterator:
             raise ReplayError(f"sampling {self.sources} from {self.address} failed: {item}") from item
         return item
 
+    def next_within(self, timeout_s: float):
+        """The next batch, or None when none arrived within `timeout_s` (a rate limiter holds
+        sampling back; the request stays pending). Raises StopIteration / ReplayError as
+        `next` does."""
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            self._waited_s += timeout_s
+            if self._waited_s >= self._liveness_check_s:
+                self._waited_s = 0.0
+                self._check_alive()
+            return None
+        self._waited_s = 0.0
+        return self._deliver(item)
+
     def _get(self):
         while True:
             try:
                 return self._queue.get(timeout=self._liveness_check_s)
             except queue.Empty:  # blocked by a rate limiter, or the server is gone?
-                try:
-                    connect(self.address, timeout_s=min(5.0, max(1.0, self._liveness_check_s)))
-                except ReplayError as e:
-                    self._done = True
-                    raise ReplayError(f"no batch from {self.sources}: {e}") from None
+                self._check_alive()
+
+    def _check_alive(self) -> None:
+        try:
+            connect(self.address, timeout_s=min(5.0, max(1.0, self._liveness_check_s)))
+        except ReplayError as e:
+            self._done = True
+            raise ReplayError(f"no batch from {self.sources}: {e}") from None
 
     def close(self) -> None:
         """Stops the background thread (it exits at its next batch)."""

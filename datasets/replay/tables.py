@@ -78,13 +78,14 @@ class ReplayConfig:
             raise ValueError(f"samples_per_insert must be > 0, got {self.samples_per_insert}")
 
     @classmethod
-    def for_training(cls, train_config, updates_per_env_step: float = 1.0, **overrides) -> "ReplayConfig":
+    def for_training(cls, batch_size: int, online_fraction: float, updates_per_env_step: float = 1.0,
+                     **overrides) -> "ReplayConfig":
         """samples_per_insert = batch_size x online_fraction x updates_per_env_step.
 
         Each learner update samples `round(batch_size * online_fraction)` online rows, so one
         inserted env step then pays for `updates_per_env_step` updates (the UTD ratio).
         """
-        online_rows = mixed_online_rows(train_config.batch_size, train_config.online_fraction)
+        online_rows = mixed_online_rows(batch_size, online_fraction)
         if online_rows:
             overrides.setdefault("samples_per_insert", float(online_rows * updates_per_env_step))
         return cls(**overrides)
