@@ -21,7 +21,7 @@ def finite_or_none(value):
 
 
 def run_cli(work: Callable[[], dict], interrupted: str,
-            errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)) -> int:
+            errors: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError)) -> int:
     """Runs `work()` and prints its result as JSON (non-finite floats as null): exit code 0.
     `errors` -> "error: ..." on stderr, 1; FloatingPointError (training diverged) -> 3;
     KeyboardInterrupt -> `interrupted` on stderr, 130."""

@@ -147,9 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_online(options, config, loss_for("online"))
 
-    # errors: mismatches, bad files, replay unreachable
+    # errors: mismatches, bad or missing files, unwritable directories, replay unreachable
     return run_cli(work, "interrupted: a checkpoint was saved; run the same command to resume",
-                   errors=(ValueError, FileNotFoundError, RuntimeError))
+                   errors=(ValueError, OSError, RuntimeError))
 
 
 if __name__ == "__main__":

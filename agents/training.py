@@ -119,28 +119,33 @@ def eval_env_factory(options: StageOptions, spec: EpisodeSpec) -> Callable | Non
 
 def run_loop(*, name: str, state: Any, start_step: int, options: StageOptions, config: AgentConfig,
              step_fn: Callable[[Any], tuple[Any, dict]], checkpointer: Checkpointer, meta: dict,
-             evaluate_fn: Callable[[Any, int], dict], export_fn: Callable[[Any, int], None]) -> tuple[Any, dict]:
-    """Runs `step_fn` up to `options.steps`; returns (state, final evaluation)."""
+             evaluate_fn: Callable[[Any, int], dict], export_fn: Callable[[Any, int], None],
+             resume_meta: Callable[[], dict] | None = None) -> tuple[Any, dict]:
+    """Runs `step_fn` up to `options.steps`; returns (state, final evaluation). `resume_meta()`,
+    taken after every completed step, is saved with that step's checkpoint (e.g. the sampling
+    generator's state, so a resumed run draws the batches an uninterrupted one would)."""
     train = config.train
     log = TrainingLog(options.workdir, options.steps, start_step, name, options.show_progress)
     step, last_saved = start_step, start_step
+    resume = resume_meta() if resume_meta else {}
     try:
         while step < options.steps:
             new_state, metrics = step_fn(state)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             check_finite(metrics, step + 1)  # raises before the bad state is kept or saved
             state, step = new_state, step + 1
+            resume = resume_meta() if resume_meta else {}
             if step % train.log_every == 0 or step == options.steps:
                 rate = log.progress(step, metrics)
                 log.scalars(step, {**metrics, "learner_steps_per_s": rate}, prefix="train/")
             if step % train.checkpoint_every == 0 or step == options.steps:
-                checkpointer.save(step, state, meta)
+                checkpointer.save(step, state, {**meta, **resume})
                 last_saved = step
             if train.eval_every and step % train.eval_every == 0 and step != options.steps:
                 log.scalars(step, _numeric(evaluate_fn(state, step)), prefix="eval/")
     except KeyboardInterrupt:
         if step != last_saved:
-            checkpointer.save(step, state, meta)
+            checkpointer.save(step, state, {**meta, **resume})
         raise
     finally:
         log.close()
@@ -150,6 +155,33 @@ def run_loop(*, name: str, state: Any, start_step: int, options: StageOptions, c
     log_final.close()
     export_fn(state, step)
     return state, {**final, "learner_steps": step}
+
+
+SAMPLER_STATE = "sampler_state"  # checkpoint meta: the batch sampling generator's state
+
+
+def sampling_generator(seed: int, resumed: dict | None, step: int) -> np.random.Generator:
+    """The batch sampling generator: seeded from `seed`, or, on resume, exactly where the
+    checkpoint left it (`resume_meta_of`); a checkpoint that predates this gets (seed, step)."""
+    rng = np.random.default_rng(seed)
+    if resumed is None:
+        return rng
+    if SAMPLER_STATE not in resumed:
+        return np.random.default_rng([seed, step])
+    rng.bit_generator.state = resumed[SAMPLER_STATE]
+    return rng
+
+
+def resume_meta_of(rng: np.random.Generator) -> Callable[[], dict]:
+    """`run_loop`'s `resume_meta` for a sampling generator."""
+    return lambda: {SAMPLER_STATE: rng.bit_generator.state}
+
+
+def check_steps(options: StageOptions) -> None:
+    """A stage trains up to `options.steps` learner steps (0: only evaluates and exports)."""
+    if options.steps < 0:
+        raise ValueError(f"--steps={options.steps}: the number of learner steps to reach cannot be negative "
+                         f"(0 = evaluate and export without training)")
 
 
 def _numeric(values: dict) -> dict:
@@ -200,6 +232,10 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     from vlarft.agents.step_data import StepData
 
     start = time.time()
+    check_steps(options)
+    if options.init_from:
+        raise ValueError(f"--init_from={options.init_from}: the SFT stage does not start from a policy; to start "
+                         f"from trained backbone weights use --backbone_weights=FILE")
     spec = dataset_spec(options.dataset_dir)
     check_dataset(spec, options)
     if spec.language_embedding_dim:  # the dataset's precomputed instruction embedding replaces text tokens
@@ -217,13 +253,12 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     valid_data = StepData(options.dataset_dir, held_out, **data_kwargs)
     task, instruction, _ = dataset_task(options.dataset_dir)
     learner = SFTLearner(config, spec.action_dim, train_data.cameras, spec.state_dim)
-    rng = np.random.default_rng(config.train.seed)
-    state = learner.init(jax.random.PRNGKey(config.train.seed), train_data.sample(rng, 2))
+    state = learner.init(jax.random.PRNGKey(config.train.seed),
+                         train_data.sample(np.random.default_rng(config.train.seed), 2))
     start_step = 0
     if resumed:
-        state, _ = checkpointer.restore(state)
+        state, resumed = checkpointer.restore(state)
         start_step = int(state.step)
-        rng = np.random.default_rng([config.train.seed, start_step])
     elif options.backbone_weights:
         from vlarft.agents.networks import load_backbone_params
 
@@ -234,6 +269,8 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
             "dataset_dir": os.path.abspath(options.dataset_dir)}
     if "language_embedding" in train_data.arrays:  # what the actor feeds the backbone for this task
         meta["language_embedding"] = train_data.arrays["language_embedding"][0].tolist()
+
+    rng = sampling_generator(config.train.seed, resumed, start_step)
 
     def step_fn(s):
         return learner.step(s, train_data.sample(rng, config.train.batch_size))
@@ -256,7 +293,7 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
 
     _, final = run_loop(name="sft", state=state, start_step=start_step, options=options, config=config,
                         step_fn=step_fn, checkpointer=checkpointer, meta=meta, evaluate_fn=evaluate_fn,
-                        export_fn=export_fn)
+                        export_fn=export_fn, resume_meta=resume_meta_of(rng))
     checkpointer.close()
     return {**final, "wall_s": time.time() - start}
 
@@ -274,12 +311,28 @@ def _export_meta(meta: dict, cameras, spec: EpisodeSpec, step: int) -> dict:
 # ---------------------------------------------------------------- offline Cal-ConRFT
 
 
-def embedding_source(dataset_dir: str) -> str:
-    """The policy export whose backbone computed the dataset's cached embeddings."""
+def embedding_info(dataset_dir: str) -> dict:
+    """The dataset's embedding.json: which policy export's backbone computed its embeddings."""
     path = Path(dataset_dir) / "embedding.json"
     if not path.exists():
         raise ConfigMismatchError(f"{dataset_dir}: no embedding.json; make this dataset with pipelines/embed_dataset.py")
-    return json.loads(path.read_text())["policy_from"]
+    return json.loads(path.read_text())
+
+
+def embedding_source(dataset_dir: str) -> str:
+    """The policy export whose backbone computed the dataset's cached embeddings."""
+    return embedding_info(dataset_dir)["policy_from"]
+
+
+def check_embedding_backbone(dataset_dir: str, export: PolicyExport, export_from: str) -> None:
+    """Refuses a policy whose backbone is not the one that computed the dataset's embeddings."""
+    info = embedding_info(dataset_dir)
+    made_by = info.get("backbone_sha256") or load_policy_export(info["policy_from"]).backbone_sha256
+    if export.backbone_sha256 != made_by:
+        raise ConfigMismatchError(
+            f"{export_from}: its backbone is not the one that computed the cached embeddings of {dataset_dir} "
+            f"(made by {info['policy_from']}, see embedding.json); start from that policy or embed the dataset "
+            f"with this one (pipelines/embed_dataset.py)")
 
 
 def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) -> dict:
@@ -287,13 +340,16 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     from vlarft.agents.builder import ConRFTBuilder
 
     start = time.time()
+    check_steps(options)
     spec = dataset_spec(options.dataset_dir)
     check_dataset(spec, options)
     checkpointer, resumed = open_checkpointer(options, config, "offline")
     if not spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: the dataset has no cached `embedding` field; "
                                   f"run pipelines/embed_dataset.py with the SFT policy first")
-    export: PolicyExport = load_policy_export(options.init_from or embedding_source(options.dataset_dir))
+    export_from = options.init_from or embedding_source(options.dataset_dir)
+    export: PolicyExport = load_policy_export(export_from)
+    check_embedding_backbone(options.dataset_dir, export, export_from)
     check_dataset(spec, options, {**export.meta["spec"], "source": "the SFT policy"})
     if export.config.backbone.width != spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: embeddings have width {spec.embedding_dim}, the policy's "
@@ -320,7 +376,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
                 state = state.replace(critic_params=critic, target_critic_params=critic)
         meta = {**export.meta, "stage": "offline", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "spec": spec_meta(spec), "dataset_dir": os.path.abspath(options.dataset_dir),
-                "backbone_from": os.path.abspath(options.init_from or embedding_source(options.dataset_dir))}
+                "backbone_from": os.path.abspath(export_from)}
         held_out = _embedded_steps(options.dataset_dir, _held_out_split(options.dataset_dir))
 
         def evaluate_fn(s, step):

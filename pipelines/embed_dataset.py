@@ -7,8 +7,8 @@ Each shard of the source dataset is one work item: its episodes are decoded, eve
 W-frame window goes through the backbone in batches, and the episode is written again with a
 `steps/embedding` field (float32[width]) through the same runner-agnostic writer as the demo
 conversion. Splits are kept exactly as in the source. The new dataset's `embedding.json` names
-the policy export whose backbone made the embeddings, so offline and online training act with
-that same backbone. The last line of standard output is the new dataset directory.
+the policy export whose backbone made the embeddings and that backbone file's SHA-256, so offline
+and online training act with that same backbone (a different one is refused). The last line of standard output is the new dataset directory.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def embed_dataset(dataset_dir: str, policy_dir: str, output_dir: str, dataset: s
         fixed_splits=splits, pipeline_args=pipeline_args, log=log, verb="Embedding", overwrite=overwrite,
         report={"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute())},
         extra_files={EMBEDDING_INFO: {"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute()),
-                                      "embedding_dim": spec.embedding_dim}})
+                                      "embedding_dim": spec.embedding_dim, "backbone_sha256": export.backbone_sha256}})
     return result
 
 

@@ -4,7 +4,7 @@ swap the finished dataset into place (used by the demo conversion and the embedd
 The dataset is assembled in a hidden `<name>/.incomplete-<version>` folder and moved to
 `<name>/<version>` only when complete, so a failed run never damages a good dataset; an existing
 `<name>/<version>` is replaced only when the caller asks (`overwrite`), and a swap a crash
-interrupted is finished or undone at the next start (`dataset_swap.py`).
+interrupted is finished or undone at the next start (`datasets/directory_swap.py`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Sequence
 
 from vlarft.datasets import statistics
+from vlarft.datasets.directory_swap import incomplete_dir, recover_interrupted_swap, swap_into_place
 from vlarft.datasets.schema import EpisodeSpec, tfds_features
 from vlarft.pipelines import rlds_writer
-from vlarft.pipelines.dataset_swap import COMPLETE_MARKER, incomplete_dir, recover_interrupted_swap, swap_into_place
+
+
+COMPLETE_MARKER = "conversion.json"  # written last: the dataset is complete
 
 
 class ConversionError(RuntimeError):
@@ -56,7 +59,7 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     final_dir = Path(output_dir).absolute() / dataset / version
     work_dir = incomplete_dir(final_dir)
     try:
-        recovered = recover_interrupted_swap(final_dir)
+        recovered = recover_interrupted_swap(final_dir, COMPLETE_MARKER)
         if recovered:
             log(recovered)
         if final_dir.exists() and not overwrite:
@@ -87,7 +90,7 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     statistics.write_json_atomic(work_dir / COMPLETE_MARKER, {  # last: it marks the dataset complete
         "inputs": list(inputs), "runner": runner, "spec": json.loads(spec.to_json()), "episodes": episodes,
         "dead_letters": len(dead), "version": version, **(report or {})})
-    swap_into_place(work_dir, final_dir)
+    swap_into_place(work_dir, final_dir, COMPLETE_MARKER)
     return JobResult(dataset_dir=str(final_dir), spec=spec, episodes=episodes, dead_letters=dead,
                      runner=runner, wall_s=time.time() - start)
 

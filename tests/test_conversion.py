@@ -133,7 +133,7 @@ def test_an_existing_dataset_is_replaced_only_with_overwrite(tmp_path):
 SWAP_KILLED_BETWEEN_RENAMES = """
 import os, signal, sys
 from pathlib import Path
-from vlarft.pipelines import dataset_swap
+from vlarft.datasets import directory_swap
 real_rename = os.rename
 def rename(src, dst):
     if Path(src).name.startswith(".incomplete-"):  # the new dataset's move into place
@@ -141,7 +141,7 @@ def rename(src, dst):
     real_rename(src, dst)
 os.rename = rename
 final = Path(sys.argv[1])
-dataset_swap.swap_into_place(dataset_swap.incomplete_dir(final), final)
+directory_swap.swap_into_place(directory_swap.incomplete_dir(final), final, "conversion.json")
 """
 
 

@@ -366,3 +366,54 @@ def test_interrupts_during_a_checkpoint_take_effect_after_it():
                 done.append("inner")
             done.append("outer")
     assert done == ["inner", "outer"]
+
+
+def shifted(tree, by):
+    return jax.tree_util.tree_map(lambda x: np.asarray(x) + by, tree)
+
+
+def test_offline_refuses_a_policy_whose_backbone_did_not_make_the_embeddings(sft_run, embedded, tmp_path):
+    from vlarft.agents.export import export_policy, load_policy_export
+
+    trained = load_policy_export(sft_run[0])
+    assert json.loads((Path(embedded.dataset_dir) / "embedding.json").read_text())["backbone_sha256"] == \
+        trained.backbone_sha256
+    export_policy(tmp_path / "other_sft", shifted(trained.backbone_params, 1e-3), trained.head_params, trained.meta)
+    options = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=5,
+                                    eval_episodes=0, init_from=str(tmp_path / "other_sft"), show_progress=False)
+    with pytest.raises(training.ConfigMismatchError, match="other_sft: its backbone is not the one that computed"):
+        training.run_offline(options, tiny_config(), loss_preset("paper", "offline"))
+
+
+EXPORT_KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from vlarft.agents.export import export_policy, load_policy_export
+real_rename = os.rename
+def rename(src, dst):
+    if Path(src).name == ".incomplete-policy":  # the new export's move into place
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_rename(src, dst)
+os.rename = rename
+source = load_policy_export(sys.argv[1])
+export_policy(sys.argv[2], source.backbone_params, source.head_params, source.meta)
+"""
+
+
+def test_a_policy_export_is_one_unit_even_through_kill_9(sft_run, tmp_path):
+    import shutil
+
+    from vlarft.agents.export import PolicyExportError, export_policy, load_policy_export
+
+    trained, workdir = load_policy_export(sft_run[0]), tmp_path / "run"
+    export_policy(workdir, shifted(trained.backbone_params, 1.0), shifted(trained.head_params, 1.0), trained.meta)
+    old = load_policy_export(workdir)
+    proc = subprocess.run([sys.executable, "-c", EXPORT_KILLED_BETWEEN_RENAMES, sft_run[0], str(workdir)], timeout=120)
+    assert proc.returncode == -9 and not (workdir / "policy").exists()  # killed between the renames
+    assert load_policy_export(workdir).meta["sha256"] == trained.meta["sha256"]  # a reader finds the new unit
+    export_policy(workdir, old.backbone_params, old.head_params, trained.meta)  # the next export repairs first
+    assert [p.name for p in workdir.iterdir()] == ["policy"]
+    assert load_policy_export(workdir).meta["sha256"] == old.meta["sha256"]
+    shutil.copy(Path(sft_run[0]) / "policy" / "head.msgpack", workdir / "policy" / "head.msgpack")
+    with pytest.raises(PolicyExportError, match="head.msgpack does not match the SHA-256"):
+        load_policy_export(workdir)  # a head from another export is never paired with this backbone

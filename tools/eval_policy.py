@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         summary = run(args)
-    except (FileNotFoundError, ValueError) as e:  # no export, no event files, unknown env, camera mismatch
+    except (OSError, ValueError) as e:  # no export, no event files, unwritable --out, unknown env, camera mismatch
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary), flush=True)

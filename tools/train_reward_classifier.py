@@ -225,8 +225,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # errors: damaged or missing files, bad flags, one-class data
-    return run_cli(lambda: run(args), "interrupted: nothing was saved", errors=(ValueError, FileNotFoundError))
+    # errors: damaged, missing or unwritable files, bad flags, one-class data
+    return run_cli(lambda: run(args), "interrupted: nothing was saved", errors=(ValueError, OSError))
 
 
 if __name__ == "__main__":
