@@ -3,6 +3,10 @@
 `last_embedding` keeps the backbone embedding of the last observation, which online actors
 store in replay so the learner never runs the backbone.
 
+Camera frames go through `datasets.schema.as_stored` first (the dataset's JPEG round trip), so the
+policy acting on a live frame sees exactly what SFT, the cached embeddings and the critic saw of
+the recorded one: demo and online transitions carry embeddings of the same input distribution.
+
 It keeps the W-frame history of the running episode, tokenizes the instruction once, and runs
 one jitted function per step. `deterministic=True` (evaluation) uses the head's fixed noise, so
 the same observations always give the same actions; `steps` > 1 uses the k-step sampler.
@@ -17,6 +21,7 @@ import numpy as np
 from vlarft.agents.config import AgentConfig
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
 from vlarft.agents.observation import FrameHistory, StateNormalizer
+from vlarft.datasets.schema import as_stored
 
 
 class ConRFTPolicy:
@@ -57,7 +62,7 @@ class ConRFTPolicy:
         self.history.reset()
 
     def act(self, observation: dict) -> np.ndarray:
-        frame = {f"image_{cam}": observation[f"image_{cam}"] for cam in self.cameras}
+        frame = {f"image_{cam}": as_stored(observation[f"image_{cam}"]) for cam in self.cameras}
         frame["state"] = self.normalizer(np.asarray(observation["state"], np.float32)).astype(np.float32)
         window, mask = self.history.push(frame)
         images = {cam: jnp.asarray(window[f"image_{cam}"]) for cam in self.cameras}

@@ -127,6 +127,28 @@ class EpisodeSpec:
         return fields
 
 
+def image_feature(shape):
+    """The TFDS feature of one camera frame: JPEG inside the dataset (encode_jpeg's defaults on
+    write, decode_image on read)."""
+    import tensorflow_datasets as tfds
+
+    return tfds.features.Image(shape=tuple(shape), dtype=np.uint8, encoding_format="jpeg")
+
+
+_STORED_FRAME_FEATURES: dict[tuple, Any] = {}
+
+
+def as_stored(image: np.ndarray) -> np.ndarray:
+    """A camera frame exactly as a converted dataset returns it: JPEG-encoded and decoded by the
+    same feature the RLDS writer and reader use. A policy trained on a dataset sees its frames
+    through this, so acting on a live frame and training on a recorded one give one input."""
+    image = np.asarray(image, np.uint8)
+    feature = _STORED_FRAME_FEATURES.get(image.shape)
+    if feature is None:
+        feature = _STORED_FRAME_FEATURES[image.shape] = image_feature(image.shape)
+    return np.asarray(feature.decode_example(feature.encode_example(image)))
+
+
 def tfds_features(spec: EpisodeSpec):
     """The `tfds.features.FeaturesDict` of an RLDS dataset with this spec."""
     import tensorflow as tf
@@ -136,7 +158,7 @@ def tfds_features(spec: EpisodeSpec):
         if dtype == "str":
             return tfds.features.Text()
         if len(shape) == 3:
-            return tfds.features.Image(shape=shape, dtype=np.uint8, encoding_format="jpeg")
+            return image_feature(shape)
         tf_dtype = {"float32": tf.float32, "bool": tf.bool, "int32": tf.int32}[dtype]
         return tfds.features.Scalar(dtype=tf_dtype) if not shape else tfds.features.Tensor(
             shape=shape, dtype=tf_dtype)

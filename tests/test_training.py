@@ -173,6 +173,27 @@ def test_sft_starts_from_a_local_backbone_checkpoint(demos, sft_run, tmp_path):
         training.run_sft(dataclasses.replace(options, workdir=str(tmp_path / "bad")), small)
 
 
+def test_acting_embeds_live_frames_exactly_as_the_cached_dataset_embeddings(demos, embedded):
+    """Online transitions and demos must carry embeddings of one input distribution: the policy
+    sees live frames through the dataset's JPEG round trip, as SFT and the embedding job did."""
+    from vlarft.agents.export import load_policy_export
+    from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
+
+    root, _ = demos
+    policy = load_policy_export(root / "sft").policy()
+    cached = {e["episode_metadata"]["file_path"]: e["steps"]["embedding"]
+              for split in ("train", "validation") for e in iterate_episodes(embedded.dataset_dir, split)}
+    path = next(p for p in list_raw_episodes(root / "raw") if str(p) in cached)
+    episode, _ = read_raw_episode(path)
+    observations = episode["steps"]["observation"]
+    policy.reset()
+    live = []
+    for t in range(len(observations["state"])):
+        policy.act({key: value[t] for key, value in observations.items()})
+        live.append(policy.last_embedding)
+    np.testing.assert_allclose(np.stack(live), cached[str(path)], atol=2e-5)
+
+
 def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, tmp_path):
     from vlarft.agents.online import run_online
     from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
