@@ -2,7 +2,8 @@
 
 A checkpoint holds the whole train state pytree (parameters, optimiser states, target network,
 RNG key, step counter) and a JSON dict (config, normaliser, dataset spec, ...). Restoring the
-latest one and repeating an update on the same batch reproduces it bit for bit.
+latest one and repeating an update on the same batch reproduces it bit for bit. The temporary
+folder of a save that was killed before it committed is deleted when the run is next opened.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ class Checkpointer:
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            self.directory,
+            # cleanup_tmp_directories: a save killed before its commit leaves a `<step>.orbax-checkpoint-tmp-*`
+            # folder, deleted when the run is next opened
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
             item_names=("state", "meta"))
 
     def latest_step(self) -> int | None:

@@ -5,8 +5,9 @@ evaluation (`EvalPoint`) into an `OnlineRecord`; the thread that owns the Tensor
 calls `drain(log)` now and then, which writes the new entries as TensorBoard scalars at their env
 step (`online/...`, `online_eval/...`) and appends them to `online_episodes.jsonl` /
 `online_evaluations.jsonl` in the workdir (one JSON object per line, flushed at once, so a crash
-keeps everything drained before it). A resumed run continues the files and its env-step and
-wall-clock axes where the previous run stopped.
+keeps everything drained before it). A resumed run first cuts a line a crash left half written
+(everything after the last newline), then continues the files and its env-step and wall-clock
+axes where the previous run stopped.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class OnlineRecord:
         self.evaluations: list[EvalPoint] = []
         self._lock = threading.Lock()
         self._drained = {EpisodeStats: 0, EvalPoint: 0}
+        for name in (EPISODES_FILE, EVALUATIONS_FILE):
+            cut_torn_tail(self.dir / name)
         previous = read_jsonl(self.dir / EPISODES_FILE) + read_jsonl(self.dir / EVALUATIONS_FILE)
         self.elapsed_before = max((row["elapsed_s"] for row in previous), default=0.0)
         self.episodes_before = len(read_jsonl(self.dir / EPISODES_FILE))
@@ -124,6 +127,17 @@ class OnlineRecord:
                                    "success_rate": p.success_rate, "mean_success_length": p.mean_success_length}
                                   for p in self.evaluations]
         return summary
+
+
+def cut_torn_tail(path: Path) -> None:
+    """Truncates a JSON-lines file to its last newline: a line a crash left half written would
+    otherwise swallow the next row appended to it."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -91,3 +91,36 @@ def test_unwritable_output_directories_are_error_lines_not_tracebacks(tmp_path, 
         signal.signal(signal.SIGTERM, sigterm)  # train.main turns SIGTERM into Ctrl-C for its process
     err = capsys.readouterr().err
     assert code == 1 and "error: " in err and "a_file/out" in err and "Traceback" not in err
+
+
+SAVE_KILLED_BEFORE_ITS_COMMIT = """
+import os, signal, sys
+import jax.numpy as jnp
+from vlarft.agents.checkpointing import Checkpointer
+checkpointer = Checkpointer(sys.argv[1])
+checkpointer.save(1, {"w": jnp.ones(1000)}, {"step": 1})
+real_rename = os.rename
+def rename(src, dst):
+    if "orbax-checkpoint-tmp" in os.fspath(src):  # the save's commit
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_rename(src, dst)
+os.rename = rename
+checkpointer.save(2, {"w": jnp.full(1000, 2.0)}, {"step": 2})
+"""
+
+
+def test_a_save_killed_before_its_commit_leaves_no_temporary_folder_behind(tmp_path):
+    import subprocess
+    import sys
+
+    directory = tmp_path / "checkpoints"
+    proc = subprocess.run([sys.executable, "-c", SAVE_KILLED_BEFORE_ITS_COMMIT, str(directory)], timeout=120)
+    assert proc.returncode == -9
+    assert [p.name for p in directory.iterdir() if "orbax-checkpoint-tmp" in p.name]  # what kill -9 left
+    checkpointer = Checkpointer(directory)  # the next run opens its checkpoints
+    try:
+        assert sorted(p.name for p in directory.iterdir()) == ["1"]
+        state, meta = checkpointer.restore({"w": jnp.zeros(1000)})
+        assert meta == {"step": 1} and float(state["w"][0]) == 1.0
+    finally:
+        checkpointer.close()
