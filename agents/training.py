@@ -100,7 +100,9 @@ def dataset_task(dataset_dir: str) -> tuple[str, str, str]:
 
 
 def eval_env_factory(options: StageOptions, spec: EpisodeSpec) -> Callable | None:
-    """A zero-argument env factory for evaluation, or None when no robot evaluation is possible."""
+    """A zero-argument env factory for evaluation and acting (its envs must have the dataset's
+    cameras, else ValueError naming them), or None when no robot evaluation is possible."""
+    from vlarft.robot_io.contract import require_cameras
     from vlarft.robot_io.factory import make_env
 
     env_name = options.env
@@ -111,7 +113,7 @@ def eval_env_factory(options: StageOptions, spec: EpisodeSpec) -> Callable | Non
         env_name = f"sim:{task}"
     size = next(iter(spec.cameras.values()))
     kwargs = {"image_size": tuple(size)} if env_name.startswith("sim:") else {}
-    return lambda: make_env(env_name, **kwargs)
+    return lambda: require_cameras(make_env(env_name, **kwargs), spec.cameras, env_name)
 
 
 # ---------------------------------------------------------------- the loop

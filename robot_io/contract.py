@@ -104,3 +104,18 @@ def observation_space(spec: RobotSpec) -> gym.spaces.Dict:
 def action_space(spec: RobotSpec) -> gym.spaces.Box:
     """The normalised action box [-1, 1]^action_dim."""
     return gym.spaces.Box(-1.0, 1.0, shape=(spec.action_dim,), dtype=np.float32)
+
+
+def require_cameras(env: gym.Env, cameras: dict[str, tuple[int, int]], env_name: str) -> gym.Env:
+    """`env` when it has every camera of `cameras` (name -> (height, width)) at that size, as a
+    policy trained on them needs; else the env is closed and ValueError names what is missing."""
+    spaces = env.observation_space.spaces
+    found = {key[len("image_"):]: tuple(space.shape[:2]) for key, space in spaces.items() if key.startswith("image_")}
+    wrong = {name: tuple(size) for name, size in cameras.items() if found.get(name) != tuple(size)}
+    if wrong:
+        env.close()
+        problems = ", ".join(f"{name!r} {list(size)}" + (" is missing" if name not in found else
+                                                          f" is {list(found[name])}") for name, size in wrong.items())
+        raise ValueError(f"{env_name}: the policy needs camera {problems} (the env has "
+                         f"{ {name: list(size) for name, size in found.items()} }; a task TOML lists them as [[cameras]])")
+    return env

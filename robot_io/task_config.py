@@ -7,13 +7,19 @@ A task file is one flat TOML table whose keys are `TaskConfig` fields, plus `[[c
 (`CameraConfig` fields), the `[precision_params]` / `[compliance_params]` tables of controller
 parameters and optional `[teleop.<device>]` tables (the lab's teleop device settings, e.g.
 `[teleop.spacemouse]` with `button_events = {12 = "success"}`). Unknown keys are refused;
-`REQUIRED_KEYS` must be present (no silent defaults for the workspace or the server). Every error
-names the file and the field.
+`REQUIRED_KEYS` must be present (no silent defaults for the workspace or the server). Controller
+parameters must be ones the Franka server knows, inside the range it accepts
+(`franka.client.CONTROLLER_PARAMS`; a typo is named with its likely spelling); a RealSense or
+OpenCV camera needs its `device`, each device used once; `pos_scale` / `rot_scale` are bounded by
+`MAX_POS_SCALE` / `MAX_ROT_SCALE` per step. Every error names the file and the field. Whether the
+cameras are the ones a policy needs is checked where a policy meets the env
+(`contract.require_cameras`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from pathlib import Path
@@ -26,6 +32,8 @@ TASKS_DIR = Path(__file__).parent / "tasks"
 ACTION_FRAMES = ("reset", "tcp", "base")
 RESET_GRIPPER = ("open", "closed", "keep")
 REWARD_SOURCES = ("operator", "classifier")
+MAX_POS_SCALE = 0.1  # m of TCP translation per unit action per step
+MAX_ROT_SCALE = 0.5  # rad of TCP rotation per unit action per step
 REQUIRED_KEYS = ("instruction", "server_url", "cameras", "reset_pose", "xyz_low", "xyz_high",
                  "euler_low", "euler_high")
 
@@ -141,6 +149,10 @@ class TaskConfig:
             raise TaskConfigError(f"field 'server_url' must be an http:// URL, got {self.server_url!r}")
         if not str(self.server_url).endswith("/"):
             _set(self, "server_url", f"{self.server_url}/")
+        for name, bound in (("pos_scale", MAX_POS_SCALE), ("rot_scale", MAX_ROT_SCALE)):
+            if getattr(self, name) > bound:
+                raise TaskConfigError(f"field {name!r} = {getattr(self, name)} exceeds {bound} per step (a unit "
+                                      f"action would jump that far every control period)")
         if not 0.0 < _number("gripper_threshold", self.gripper_threshold, positive=True) < 1.0:
             raise TaskConfigError(f"field 'gripper_threshold' must be in (0, 1), got {self.gripper_threshold}")
         if not 0.0 < _number("classifier_threshold", self.classifier_threshold, positive=True) <= 1.0:
@@ -160,6 +172,17 @@ class TaskConfig:
         names = [c.name for c in cameras]
         if len(set(names)) != len(names):
             raise TaskConfigError(f"field 'cameras': camera names must be unique, got {names}")
+        devices = {}
+        for index, camera in enumerate(cameras):
+            if camera.kind == "synthetic":
+                continue
+            if not camera.device:
+                raise TaskConfigError(f"field 'cameras[{index}].device' is required for a {camera.kind} camera "
+                                      f"({camera.name!r}): its serial number or device path")
+            if (camera.kind, camera.device) in devices:
+                raise TaskConfigError(f"field 'cameras[{index}].device': {camera.device!r} is already camera "
+                                      f"{devices[(camera.kind, camera.device)]!r}")
+            devices[(camera.kind, camera.device)] = camera.name
         _set(self, "cameras", cameras)
 
     def _check_workspace(self) -> None:
@@ -212,11 +235,21 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def _params(name: str, value: Any) -> dict[str, float]:
+    from vlarft.robot_io.franka.client import CONTROLLER_PARAMS  # numpy/scipy: imported only when needed
+
     if not isinstance(value, dict):
         raise TaskConfigError(f"field {name!r} must be a table of controller parameters, got {value!r}")
     for key, item in value.items():
+        if key not in CONTROLLER_PARAMS:
+            close = difflib.get_close_matches(key, CONTROLLER_PARAMS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise TaskConfigError(f"field '{name}.{key}' is not a parameter of the Franka impedance controller; "
+                                  f"{hint}known: {sorted(CONTROLLER_PARAMS)}")
         if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
             raise TaskConfigError(f"field '{name}.{key}' must be a finite number, got {item!r}")
+        low, high = CONTROLLER_PARAMS[key]
+        if not low <= item <= high:
+            raise TaskConfigError(f"field '{name}.{key}' = {item} is outside the controller's range [{low}, {high}]")
     return dict(value)
 
 

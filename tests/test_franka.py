@@ -489,3 +489,18 @@ def test_factory_builds_bundled_and_file_tasks(server, tmp_path):
         env.close()
     with pytest.raises(RobotConnectionError, match="127.0.0.9:1"):
         make_env(f"franka:{path}")  # the file's own URL: nothing listens there
+
+
+def test_acting_on_a_task_without_a_camera_the_policy_needs_is_refused(server, tmp_path):
+    from vlarft.agents.training import StageOptions, eval_env_factory
+    from vlarft.datasets.schema import EpisodeSpec
+
+    path = tmp_path / "no_front.toml"
+    path.write_text(f'instruction = "x"\nserver_url = "{server.url}"\nxyz_low = [0.3, -0.2, 0.05]\n'
+                    'xyz_high = [0.7, 0.2, 0.4]\neuler_low = [3.0, -0.2, -0.5]\neuler_high = [3.3, 0.2, 0.5]\n'
+                    'reset_pose = [0.5, 0.0, 0.2, 3.14159, 0.0, 0.0]\n'
+                    '[[cameras]]\nname = "wrist"\nkind = "synthetic"\nsize = [16, 16]\n')
+    trained_on = EpisodeSpec(cameras={"front": (16, 16), "wrist": (16, 16)})
+    make = eval_env_factory(StageOptions(dataset_dir="", workdir="", steps=0, env=f"franka:{path}"), trained_on)
+    with pytest.raises(ValueError, match=r"no_front\.toml: the policy needs camera 'front' \[16, 16\] is missing"):
+        make()  # the online actor and evaluation build their robot through this

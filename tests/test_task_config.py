@@ -74,6 +74,11 @@ def test_valid_file_loads_with_defaults_and_overrides(tmp_path):
     ('gripper_enabled = "yes"\n', "gripper_enabled"),
     ('pos_scale = "big"\n', "pos_scale"),
     ('[precision_params]\nstiffness = "stiff"\n', "precision_params.stiffness"),
+    ('[precision_params]\ntranslational_stifness = 2000\n',
+     "'precision_params.translational_stifness' is not a parameter .* did you mean 'translational_stiffness'"),
+    ('[precision_params]\ntranslational_stiffness = 60000\n', r"precision_params.translational_stiffness' = 60000 is outside"),
+    ('pos_scale = 30\n', "'pos_scale' = 30.0 exceeds 0.1"),
+    ('rot_scale = 3.0\n', "'rot_scale' = 3.0 exceeds 0.5"),
 ])
 def test_bad_values_name_the_file_and_field(tmp_path, edit, field):
     text = VALID.replace("[[cameras]]", edit + "\n[[cameras]]", 1) if not edit.startswith("[") else VALID + edit
@@ -91,6 +96,9 @@ def test_bad_values_name_the_file_and_field(tmp_path, edit, field):
     ('server_url = "http://127.0.0.2:5000/"', 'server_url = "127.0.0.2:5000"', "server_url"),
     ('kind = "synthetic"', 'kind = "webcam"', r"cameras\[0\]"),
     ('size = [64, 64]', 'size = [64, 64]\nzoom = 2', r"cameras\[0\]\.zoom"),
+    ('kind = "synthetic"', 'kind = "realsense"', r"cameras\[0\]\.device' is required for a realsense camera"),
+    ('kind = "synthetic"', 'kind = "opencv"\ndevice = "/dev/video0"\n[[cameras]]\nname = "front"\nkind = "opencv"\n'
+                           'device = "/dev/video0"', r"cameras\[1\]\.device': '/dev/video0' is already camera 'wrist'"),
 ])
 def test_bad_fields_name_the_file_and_field(tmp_path, old, new, field):
     path = write(tmp_path, VALID.replace(old, new))

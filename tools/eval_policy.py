@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gymnasium as gym
 
 from vlarft.agents.evaluation import camera_mosaic, evaluate, write_video
-from vlarft.robot_io.contract import INFO_INTERVENTION
+from vlarft.robot_io.contract import INFO_INTERVENTION, require_cameras
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -105,19 +105,7 @@ def make_policy_env(meta: dict, env_name: str = "") -> gym.Env:
     if env_name.startswith("sim:") and len(sizes) > 1:
         raise ValueError(f"the policy's cameras have different sizes {sorted(sizes)}; the simulator renders one size")
     env = make_env(env_name, **({"image_size": sizes.pop()} if env_name.startswith("sim:") else {}))
-    check_env(env, meta, env_name)
-    return env
-
-
-def check_env(env: gym.Env, meta: dict, env_name: str) -> None:
-    """Refuses an env whose cameras or image sizes differ from the policy's."""
-    spaces = env.observation_space.spaces
-    for camera, (height, width) in meta["spec"]["cameras"].items():
-        space = spaces.get(f"image_{camera}")
-        if space is None or tuple(space.shape[:2]) != (height, width):
-            found = {k: list(v.shape[:2]) for k, v in spaces.items() if k.startswith("image_")}
-            env.close()
-            raise ValueError(f"{env_name} has cameras {found}, the policy needs {meta['spec']['cameras']}")
+    return require_cameras(env, meta["spec"]["cameras"], env_name)
 
 
 def summarize(result, recorder: EpisodeRecorder, seed: int) -> dict:

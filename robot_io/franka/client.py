@@ -61,6 +61,22 @@ COMMAND_ROUTES = (
     "reset_gripper",
 )
 
+# The impedance controller's parameters `update_param` reconfigures, with the range its dynamic
+# reconfigure definition accepts (serl_franka_controllers' compliance_param.cfg; the controller
+# clamps a value outside it): name -> (min, max).
+CONTROLLER_PARAMS = {
+    "translational_stiffness": (0.0, 6000.0),
+    "translational_damping": (0.0, 400.0),
+    "rotational_stiffness": (0.0, 300.0),
+    "rotational_damping": (0.0, 30.0),
+    "nullspace_stiffness": (0.0, 100.0),
+    "joint1_nullspace_stiffness": (0.0, 100.0),
+    "translational_Ki": (0.0, 100.0),
+    "rotational_Ki": (0.0, 100.0),
+    **{f"translational_clip_{axis}": (0.0, 0.1) for axis in ("x", "y", "z", "neg_x", "neg_y", "neg_z")},
+    **{f"rotational_clip_{axis}": (0.0, 0.1) for axis in ("x", "y", "z", "neg_x", "neg_y", "neg_z")},
+}
+
 # Shapes of the `getstate` fields (the jacobian arrives as 6 nested lists of 7).
 STATE_FIELDS = {
     "pose": (7,),
