@@ -504,3 +504,32 @@ def test_acting_on_a_task_without_a_camera_the_policy_needs_is_refused(server, t
     make = eval_env_factory(StageOptions(dataset_dir="", workdir="", steps=0, env=f"franka:{path}"), trained_on)
     with pytest.raises(ValueError, match=r"no_front\.toml: the policy needs camera 'front' \[16, 16\] is missing"):
         make()  # the online actor and evaluation build their robot through this
+
+
+def test_the_fake_server_bounds_and_type_checks_what_it_is_sent():
+    import http.client
+
+    import requests
+
+    with FakeFrankaServer(max_records=5) as fake:
+        conn = http.client.HTTPConnection("127.0.0.1", int(fake.url.rsplit(":", 1)[1].strip("/")), timeout=5)
+        conn.putrequest("POST", "/pose")
+        conn.putheader("Content-Length", str(10 ** 9))  # announced, never sent
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        conn.close()
+        post = lambda route, **kwargs: requests.post(fake.url + route, timeout=5, **kwargs)
+        assert post("pose", data="[" * 30000 + "]" * 30000).status_code == 400  # deep JSON
+        assert post("pose", data=b"\xff\xfe not json").status_code == 400
+        for route, body in [("pose", {"arr": ["0.5", 0, 0.3, 1, 0, 0, 0]}), ("pose", {"arr": [0.5, 0, 0.3, 1, 0, 0]}),
+                            ("update_param", {"translational_stiffness": "stiff"}),
+                            ("update_param", {"translational_stifness": 2000}),
+                            ("set_load", {"mass": "heavy", "F_x_center_load": [0, 0, 0], "load_inertia": [0] * 9}),
+                            ("move_gripper", {"gripper_pos": "12"}), ("move_gripper", {"gripper_pos": 300}),
+                            ("move_gripper", {"gripper_pos": True})]:
+            assert post(route, json=body).status_code == 400, (route, body)
+        assert post("update_param", data='{"translational_stiffness": NaN}').status_code == 400
+        assert fake.snapshot()["params"] == {} and fake.snapshot()["load"] == {}
+        assert post("update_param", json={"translational_stiffness": 2000}).status_code == 200  # still serving
+        recorded = fake.recorded()
+        assert len(recorded) == 5 and recorded[-1].route == "update_param"  # only the newest are kept

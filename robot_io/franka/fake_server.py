@@ -21,13 +21,22 @@ Hooks for tests: `freeze()` (requests are recorded, then block until `unfreeze()
 server), `trickle(route, seconds_per_byte)` (that route's answers are sent one byte at a time: a
 server too slow for its client, which per-read timeouts never notice), `fail(route, status, body)` (a route answers that instead, e.g. a 500 or non-JSON),
 `inject_error()` (the arm ignores targets until `clearerr`), `recorded(route)` (every request
-received: route, JSON body, monotonic arrival time) and `snapshot()` (what the arm holds).
+received: route, JSON body, monotonic arrival time; the newest `max_records`) and `snapshot()`
+(what the arm holds).
+
+Users run it too, so it checks what it is sent like a careful server: a body over
+`MAX_BODY_BYTES` is answered 413 unread, malformed or too deeply nested JSON 400, and values of
+the wrong type 400 (pose: 7 finite numbers; update_param: known controller parameters
+(`client.CONTROLLER_PARAMS`) with finite numbers; set_load: finite mass, 3 + 9 numbers;
+move_gripper: an integer 0..255).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import math
 import http.server
 import json
 import logging
@@ -39,7 +48,12 @@ from typing import Any, Self
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from vlarft.robot_io.franka.client import CONTROLLER_PARAMS
+
 log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 16  # the largest real request (set_load) is ~200 bytes
+MAX_RECORDS = 10_000  # recorded requests kept (the newest)
 
 # A fixed, well-conditioned stand-in for the zero Jacobian (a Panda's near its home pose).
 _JACOBIAN = np.array([
@@ -176,12 +190,14 @@ class FakeFrankaServer:
       host: interface to bind (loopback by default).
       port: TCP port; 0 picks a free one (see `url`).
       config: the fake arm.
+      max_records: how many of the newest requests `recorded()` keeps.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, config: FakeArmConfig | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, config: FakeArmConfig | None = None,
+                 max_records: int = MAX_RECORDS):
         self.host, self._port = host, port
         self.arm = _Arm(config or FakeArmConfig())
-        self._records: list[RecordedRequest] = []
+        self._records: collections.deque[RecordedRequest] = collections.deque(maxlen=max_records)
         self._records_lock = threading.Lock()
         self._failures: dict[str, tuple[int, str]] = {}
         self._trickles: dict[str, float] = {}
@@ -349,12 +365,12 @@ class FakeFrankaServer:
         return answer
 
     def _pose(self, body: Any) -> str:
-        try:
-            pose = np.asarray(body["arr"], dtype=np.float64)
-        except (TypeError, KeyError, ValueError):
-            raise BadRequest(f'pose needs {{"arr": [x,y,z,qx,qy,qz,qw]}}, got {body!r}') from None
-        if pose.shape != (7,) or not np.all(np.isfinite(pose)) or np.linalg.norm(pose[3:]) < 1e-6:
-            raise BadRequest(f"pose arr must be 7 finite numbers with a non-zero quaternion, got {body!r}")
+        values = body.get("arr") if isinstance(body, dict) else None
+        if not isinstance(values, list) or len(values) != 7 or not all(map(_finite_number, values)):
+            raise BadRequest(f'pose needs {{"arr": 7 finite numbers [x,y,z,qx,qy,qz,qw]}}, got {_short(body)}')
+        pose = np.asarray(values, dtype=np.float64)
+        if np.linalg.norm(pose[3:]) < 1e-6:
+            raise BadRequest(f"pose arr needs a non-zero quaternion, got {_short(body)}")
         self.arm.set_target(pose)
         return "Moved"
 
@@ -366,23 +382,45 @@ class FakeFrankaServer:
 
     def _update_param(self, body: Any) -> str:
         if not isinstance(body, dict):
-            raise BadRequest(f"update_param needs a JSON object of parameters, got {body!r}")
+            raise BadRequest(f"update_param needs a JSON object of parameters, got {_short(body)}")
+        for name, value in body.items():
+            if name not in CONTROLLER_PARAMS:
+                raise BadRequest(f"update_param: unknown controller parameter {_short(name)}")
+            if not _finite_number(value):
+                raise BadRequest(f"update_param: {name} must be a finite number, got {_short(value)}")
         self.arm.params.update(body)
         return "Updated compliance parameters"
 
     def _set_load(self, body: Any) -> str:
-        if not isinstance(body, dict) or not {"mass", "F_x_center_load", "load_inertia"} <= set(body):
-            raise BadRequest(f"set_load needs mass, F_x_center_load and load_inertia, got {body!r}")
+        shapes = {"mass": None, "F_x_center_load": 3, "load_inertia": 9}
+        if not isinstance(body, dict) or set(body) != set(shapes):
+            raise BadRequest(f"set_load needs exactly mass, F_x_center_load and load_inertia, got {_short(body)}")
+        for name, count in shapes.items():
+            value = body[name]
+            ok = _finite_number(value) if count is None else (
+                isinstance(value, list) and len(value) == count and all(map(_finite_number, value)))
+            if not ok:
+                raise BadRequest(f"set_load: {name} must be {'a finite number' if count is None else f'{count} finite numbers'}, "
+                                 f"got {_short(value)}")
         self.arm.load = dict(body)
         return "Set Load"
 
     def _move_gripper(self, body: Any) -> str:
-        try:
-            position = int(np.clip(int(body["gripper_pos"]), 0, 255))
-        except (TypeError, KeyError, ValueError):
-            raise BadRequest(f'move_gripper needs {{"gripper_pos": 0..255}}, got {body!r}') from None
+        position = body.get("gripper_pos") if isinstance(body, dict) else None
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= 255:
+            raise BadRequest(f'move_gripper needs {{"gripper_pos": an integer 0..255}}, got {_short(body)}')
         self.arm.gripper_target = 1.0 - position / 255.0  # Robotiq: 0 = open, 255 = closed
         return "Moved Gripper"
+
+
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _short(value: Any) -> str:
+    """`repr(value)`, cut to a length an error message can carry."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 class _TrickleWriter:
@@ -422,12 +460,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         route = self.path.lstrip("/").split("?", 1)[0]
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self.fake._record(route, f"<refused body, Content-Length {self.headers.get('Content-Length')!r}>")
+            self.close_connection = True  # the body is not read: the connection cannot carry on
+            return self._respond(413 if length > MAX_BODY_BYTES else 400,
+                                 f"request body must be 0..{MAX_BODY_BYTES} bytes with a valid Content-Length")
+        raw = self.rfile.read(length)
         try:
             body = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            self.fake._record(route, raw.decode(errors="replace"))
-            return self._respond(400, "request body is not JSON")
+        except (ValueError, RecursionError):  # malformed, not UTF-8, or nested too deeply
+            self.fake._record(route, raw[:200].decode(errors="replace"))
+            return self._respond(400, "request body is not JSON (or is nested too deeply)")
         self.fake._record(route, body)
         if not self.fake._wait_unfrozen():
             self.close_connection = True
