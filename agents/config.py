@@ -204,6 +204,9 @@ class OnlineConfig:
       extra_updates: learner steps still made once collection has stopped (0: stop with it).
       reset_optimizer: start with fresh Adam states (the reference code does).
     Bookkeeping and deployment (may change on resume):
+      gate: the check of the offline policy before the online stage (`agents/stage_gate.py`):
+        "refuse" a clearly broken policy, "warn" only, or "off".
+      gate_episodes: simulator evaluation episodes per policy in that check (0: none).
       env_steps: robot steps to collect.
       teleop: the human device (`scripted_intervention` on the simulator, `spacemouse`, ...).
       publish_every: learner steps between parameter publications to the actors.
@@ -229,6 +232,8 @@ class OnlineConfig:
     critic_warmup_updates: int = 0
     extra_updates: int = 0
     reset_optimizer: bool = True
+    gate: str = "refuse"
+    gate_episodes: int = 10
     env_steps: int = 2000
     teleop: str = "scripted_intervention"
     publish_every: int = 10
@@ -241,7 +246,7 @@ class OnlineConfig:
     max_actors: int = 8
     retry_every_s: float = 2.0
 
-    BOOKKEEPING = ("env_steps", "teleop", "publish_every", "eval_every", "eval_episodes", "role", "replay_address",
+    BOOKKEEPING = ("gate", "gate_episodes", "env_steps", "teleop", "publish_every", "eval_every", "eval_episodes", "role", "replay_address",
                    "replay_port", "actor_index", "max_actors", "retry_every_s")
 
     def actor_lead(self, env: str) -> int:

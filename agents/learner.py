@@ -183,14 +183,21 @@ class Learner:
         metrics["grad_norm_q"] = optax.global_norm(grad_q)
         return jax.tree_util.tree_map(jnp.add, grad_bc, grad_q), metrics
 
-    def q_value(self, critic_params, observation: Mapping, actions) -> float:
-        """Mean (over samples and the ensemble) Q of raw observations (proprio not yet z-scored)."""
+    def q_values(self, critic_params, observation: Mapping, actions) -> np.ndarray:
+        """Per-sample Q (ensemble mean) of raw observations (proprio not yet z-scored)."""
         obs = dict(observation, state=(jnp.asarray(observation["state"]) - self.state_mean) / self.state_std)
         q = self.critic.apply({"params": critic_params}, obs, jnp.asarray(actions))
-        return float(jnp.mean(q))
+        return np.asarray(jnp.mean(q, axis=0))
+
+    def q_value(self, critic_params, observation: Mapping, actions) -> float:
+        """Mean (over samples and the ensemble) Q of raw observations."""
+        return float(np.mean(self.q_values(critic_params, observation, actions)))
+
+    def eval_actions(self, head_params, embedding, raw_state) -> np.ndarray:
+        """The deterministic one-step actions (evaluation mode) for raw proprio states."""
+        normalized = (jnp.asarray(raw_state) - self.state_mean) / self.state_std
+        return np.asarray(self._eval_actions(head_params, jnp.asarray(embedding), normalized))
 
     def bc_error(self, state: LearnerState, embedding, raw_state, actions) -> float:
         """Mean squared error of the deterministic one-step action against dataset actions."""
-        normalized = (jnp.asarray(raw_state) - self.state_mean) / self.state_std
-        predicted = self._eval_actions(state.head_params, jnp.asarray(embedding), normalized)
-        return float(jnp.mean((predicted - jnp.asarray(actions)) ** 2))
+        return float(np.mean((self.eval_actions(state.head_params, embedding, raw_state) - np.asarray(actions)) ** 2))

@@ -74,6 +74,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     online.add_argument("--eval_every_env_steps", type=int, default=0,
                         help="env steps between the actor's periodic evaluations (0: none)")
     online.add_argument("--online_eval_episodes", type=int, default=5, help="episodes per periodic evaluation")
+    online.add_argument("--online_gate", choices=("refuse", "warn", "off"), default="refuse",
+                        help="check the offline policy before acting: refuse a clearly broken one, warn, or skip")
     online.add_argument("--actor_index", type=int, default=0, help="this actor's slot (one per actor of a run)")
     online.add_argument("--max_actor_lead", type=int, default=0,
                         help="learner: actors block this many env steps ahead of the UTD budget (0: never block; "
@@ -98,7 +100,7 @@ def build_config(args: argparse.Namespace):
                   min_online=args.min_online, role=args.role, replay_address=args.replay_address,
                   publish_every=args.publish_every, max_actor_lead=args.max_actor_lead, replay_port=args.replay_port,
                   eval_every=args.eval_every_env_steps, eval_episodes=args.online_eval_episodes,
-                  actor_index=args.actor_index)
+                  actor_index=args.actor_index, gate=args.online_gate)
     config = dataclasses.replace(config, online=dataclasses.replace(config.online, **online))
     return with_overrides(config, args.set)
 

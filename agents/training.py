@@ -19,13 +19,15 @@ import jax
 import numpy as np
 
 from vlarft.agents.checkpointing import Checkpointer
-from vlarft.agents.config import AgentConfig, LossConfig, OnlineConfig, config_from_json, config_to_json
+from vlarft.agents.config import (AgentConfig, LossConfig, OnlineConfig, ReturnConfig, config_from_json,
+                                  config_to_json)
 from vlarft.agents.evaluation import evaluate
 from vlarft.agents.export import PolicyExport, export_policy, load_policy_export
 from vlarft.agents.metrics_log import TrainingLog, check_finite
 from vlarft.agents.observation import StateNormalizer
 from vlarft.datasets import statistics
 from vlarft.datasets.reader import dataset_spec, iterate_episodes, open_dataset
+from vlarft.datasets.replay.returns import episode_returns
 from vlarft.datasets.schema import EpisodeSpec
 
 
@@ -251,7 +253,7 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     data_kwargs = dict(window=bb.window, max_text_tokens=bb.max_text_tokens, vocab_size=bb.vocab_size,
                        normalizer=normalizer)
     train_data = StepData(options.dataset_dir, "train", **data_kwargs)
-    held_out = _held_out_split(options.dataset_dir)
+    held_out = held_out_split(options.dataset_dir)
     valid_data = StepData(options.dataset_dir, held_out, **data_kwargs)
     task, instruction, _ = dataset_task(options.dataset_dir)
     learner = SFTLearner(config, spec.action_dim, train_data.cameras, spec.state_dim)
@@ -298,11 +300,6 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
                         export_fn=export_fn, resume_meta=resume_meta_of(rng))
     checkpointer.close()
     return {**final, "wall_s": time.time() - start}
-
-
-def _held_out_split(dataset_dir: str) -> str:
-    splits = open_dataset(dataset_dir).info.splits
-    return "validation" if "validation" in splits else "train"
 
 
 def _export_meta(meta: dict, cameras, spec: EpisodeSpec, step: int) -> dict:
@@ -379,7 +376,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
         meta = {**export.meta, "stage": "offline", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "spec": spec_meta(spec), "dataset_dir": os.path.abspath(options.dataset_dir),
                 "backbone_from": os.path.abspath(export_from)}
-        held_out = _embedded_steps(options.dataset_dir, _held_out_split(options.dataset_dir))
+        held_out = embedded_steps(options.dataset_dir, held_out_split(options.dataset_dir))
 
         def evaluate_fn(s, step):
             policy = builder.make_policy(s.head_params)
@@ -399,8 +396,15 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     return {**final, "demo_transitions": loaded["transitions"], "wall_s": time.time() - start}
 
 
-def _embedded_steps(dataset_dir: str, split: str) -> dict[str, np.ndarray]:
-    """Embedding, raw state and action of every real transition of a split."""
+def held_out_split(dataset_dir: str) -> str:
+    """The split stages evaluate on: `validation` when the dataset has one, else `train`."""
+    splits = open_dataset(dataset_dir).info.splits
+    return "validation" if "validation" in splits else "train"
+
+
+def embedded_steps(dataset_dir: str, split: str, returns: ReturnConfig | None = None) -> dict[str, np.ndarray]:
+    """Embedding, raw state and action of every real transition of a split (with `returns`, also
+    each transition's Monte-Carlo return `mc_return`)."""
     parts: dict[str, list] = {"embedding": [], "state": [], "action": []}
     for episode in iterate_episodes(dataset_dir, split):
         steps = episode["steps"]
@@ -408,4 +412,6 @@ def _embedded_steps(dataset_dir: str, split: str) -> dict[str, np.ndarray]:
         parts["embedding"].append(steps["embedding"][real])
         parts["state"].append(steps["observation"]["state"][real])
         parts["action"].append(steps["action"][real])
+        if returns is not None:
+            parts.setdefault("mc_return", []).append(episode_returns(steps, returns))
     return {k: np.concatenate(v) for k, v in parts.items()}

@@ -263,7 +263,7 @@ def test_a_lab_goes_from_a_task_toml_to_online_training(tmp_path, monkeypatch, c
         online = training.StageOptions(dataset_dir="", workdir=str(tmp_path / "online"), steps=0, env=env_name,
                                        eval_episodes=0, init_from=offline.workdir, show_progress=False)
         online_config = dataclasses.replace(config, online=dataclasses.replace(
-            config.online, env_steps=30, teleop="spacemouse", min_online=10, publish_every=2))
+            config.online, env_steps=30, teleop="spacemouse", min_online=10, publish_every=2, gate="warn"))
         hid.watch_s = 0.1  # online, the person lets the policy act for a few steps first
         requests_before = len(server.recorded("pose"))
         result = run_online(online, online_config, loss_preset("paper", "online"))

@@ -21,6 +21,7 @@ from vlarft.agents.metrics_log import NonFiniteLossError
 from vlarft.datasets.reader import iterate_episodes
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.embed_dataset import embed_dataset
+from vlarft.robot_io.factory import make_env
 from vlarft.tools.record_demos import record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,6 +195,55 @@ def test_acting_embeds_live_frames_exactly_as_the_cached_dataset_embeddings(demo
     np.testing.assert_allclose(np.stack(live), cached[str(path)], atol=2e-5)
 
 
+def test_q_calibration_check_by_hand():
+    from vlarft.agents.stage_gate import q_calibration
+
+    returns = np.array([0.9, 0.95, 1.0])
+    figures = {}
+    good = q_calibration(np.array([0.5, 0.6, 0.8]), returns, 0.0, figures)
+    assert good.ok and figures["q_return_correlation"] > 0.9
+    np.testing.assert_allclose(figures["q_minus_return"], np.mean([0.5, 0.6, 0.8]) - 0.95)
+    assert not q_calibration(np.array([0.8, 0.6, 0.5]), returns, 0.0, {}).ok  # ranks returns backwards
+    assert not q_calibration(np.array([0.5, np.nan, 0.8]), returns, 0.0, {}).ok
+    assert q_calibration(np.array([0.5, 0.5, 0.5]), returns, 0.0, {}).ok  # constant: nothing to rank
+
+
+def test_stage_gate_refuses_a_saturated_policy_and_passes_the_sft_one(demos, embedded):
+    from vlarft.agents.builder import ConRFTBuilder
+    from vlarft.agents.export import load_policy_export
+    from vlarft.agents.stage_gate import StageGateError, check_offline_policy, enforce
+
+    root, _ = demos
+    sft = load_policy_export(root / "sft")
+    builder = ConRFTBuilder(tiny_config(), loss_preset("paper", "online"), embedded.spec, sft, online=True)
+    learner = builder.make_learner()
+    held_out = training.embedded_steps(embedded.dataset_dir, "validation", tiny_config().returns)
+    item = {"observation": {"embedding": held_out["embedding"][:4], "state": held_out["state"][:4]},
+            "action": held_out["action"][:4], "reward": np.zeros(4, np.float32), "discount": np.ones(4, np.float32),
+            "mc_return": held_out["mc_return"][:4], "intervention": np.zeros(4, bool)}
+    item["next_observation"] = item["observation"]
+    critic = learner.init(jax.random.PRNGKey(0), item).critic_params
+    factory = lambda: make_env("sim:pick_cube", image_size=(32, 32))
+    check = lambda head: check_offline_policy(learner, head, sft.head_params, critic, held_out,
+                                              make_policy=builder.make_policy, env_factory=factory, episodes=2)
+    same = check(sft.head_params)
+    named = {c.name: c for c in same.checks}
+    assert named["action saturation"].ok and named["held-out action error"].ok and named["evaluation"].ok
+    assert same.figures["action_mse_offline"] == same.figures["action_mse_sft"]
+    # A head whose output layer is pushed to the bound in every dimension: refused.
+    pinned = jax.tree_util.tree_map(lambda x: x, sft.head_params)
+    pinned["out"] = dict(pinned["out"], bias=pinned["out"]["bias"] + 10.0)
+    broken = check(pinned)
+    named = {c.name: c for c in broken.checks}
+    assert not broken.ok and not named["action saturation"].ok and not named["held-out action error"].ok
+    assert broken.figures["saturation_offline"] == [1.0] * 7
+    with pytest.raises(StageGateError, match="action saturation"):
+        enforce(broken, "refuse", log=lambda text: None)
+    lines = []
+    enforce(broken, "warn", log=lines.append)
+    assert "FAIL" in lines[0]
+
+
 def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, tmp_path):
     from vlarft.agents.online import run_online
     from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
@@ -204,7 +254,8 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     online = training.StageOptions(dataset_dir="", workdir=str(tmp_path / "online"), steps=0, eval_episodes=1,
                                    init_from=str(tmp_path / "offline"), show_progress=False)
     config = dataclasses.replace(tiny_config(), online=OnlineConfig(
-        env_steps=120, teleop="scripted", min_online=40, publish_every=2, eval_every=60, eval_episodes=1))
+        env_steps=120, teleop="scripted", min_online=40, publish_every=2, eval_every=60, eval_episodes=1,
+        gate="warn", gate_episodes=2))  # a 20-step critic ranks nothing yet
     result = run_online(online, config, loss_preset("paper", "online"))
     assert result["env_steps"] >= 120 and result["intervention_rate"] == 1.0  # the scripted human drove
     assert result["replay_items_written"]["online"] == result["env_steps"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from vlarft.agents import training
+from vlarft.agents import stage_gate, training
 from vlarft.agents.builder import ConRFTBuilder
 from vlarft.agents.checkpointing import Checkpointer
 from vlarft.agents.config import AgentConfig, LossConfig, config_to_json
@@ -91,9 +91,11 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         offline = Checkpointer(Path(options.init_from) / "checkpoints")
         offline_state, _ = offline.restore(state)
         offline.close()
+        gate = {}
         if resumed:
             state, _ = checkpointer.restore(state)
         else:
+            gate = _check_offline_policy(options, config, learner, builder, export, offline_state, spec)
             state = learner.reset_optimizers(offline_state) if online.reset_optimizer else offline_state
         first_step = int(state.step)
         store = ReverbParameterStore(server.client, state.head_params, online.max_actors)
@@ -161,11 +163,30 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         checkpointer.close()
     reports = online_report(options.workdir, Path(options.workdir) / "report")
     updates = loop.updates * loss.critic_actor_ratio
-    return {**final, **record.summary(), **extra, "replay_sizes": replay_sizes, "policy_version": int(state.step),
+    return {**final, **record.summary(), **extra, "gate": gate, "replay_sizes": replay_sizes,
+            "policy_version": int(state.step),
             "learner_steps": loop.updates, "critic_updates": updates,
             "updates_per_env_step": updates / max(extra.get("env_steps_collected", 0), 1) if actor else None,
             "role": online.role, "report": reports, "wall_s": time.time() - start,
             "online_minutes": (time.time() - start) / 60}
+
+
+def _check_offline_policy(options, config: AgentConfig, learner, builder: ConRFTBuilder, export: PolicyExport,
+                          offline_state, spec: EpisodeSpec) -> dict:
+    """The stage gate (`agents/stage_gate.py`) on the offline policy; returns its figures."""
+    online = config.online
+    if online.gate == "off":
+        return {}
+    sft = load_policy_export(export.meta["backbone_from"])
+    held_out = training.embedded_steps(options.dataset_dir, training.held_out_split(options.dataset_dir),
+                                       config.returns)
+    simulated = _env_name(options, export).startswith(("sim:", "gym:"))  # never a real robot without a human
+    verdict = stage_gate.check_offline_policy(
+        learner, offline_state.head_params, sft.head_params, offline_state.critic_params, held_out,
+        make_policy=builder.make_policy, env_factory=training.eval_env_factory(options, spec) if simulated else None,
+        episodes=online.gate_episodes)
+    stage_gate.enforce(verdict, online.gate, log=lambda text: print(text, file=sys.stderr, flush=True))
+    return {"ok": verdict.ok, **verdict.figures}
 
 
 def _every(period_s: float, check):
