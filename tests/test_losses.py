@@ -179,3 +179,42 @@ def test_gradient_flow(nets):
     assert float(loss) == pytest.approx(float(m["bc_loss"])) and "q_loss" not in m
     assert float(actor_metrics["actor_loss"]) == pytest.approx(
         float(actor_metrics["bc_loss"]) + 0.1 * float(actor_metrics["q_loss"]), rel=1e-5)
+
+
+def test_actor_q_term_normalisation_and_ensemble_reduction_by_hand(nets):
+    head, _, head_params, _, batch = nets
+    c = {"c": jnp.asarray([-2.0, -6.0])}  # Q_k(s, a) = c_k: mean -4, min -6
+    rng = jax.random.PRNGKey(3)
+    terms = lambda cfg: losses.actor_terms(head.apply, head_params, const_critic, c, batch, rng, cfg, head.config)
+    (bc, q_term), m = terms(LossConfig(q_weight=0.5))
+    assert float(m["q_pi"]) == pytest.approx(-4.0) and float(q_term) == pytest.approx(0.5 * 4.0)
+    (_, q_term), m = terms(LossConfig(q_weight=0.5, actor_q_reduction="min"))
+    assert float(m["q_pi"]) == pytest.approx(-6.0) and float(q_term) == pytest.approx(0.5 * 6.0)
+    # Normalised: -Q / mean|Q| = -(-4) / 4 = 1, whatever the reward scale.
+    (_, q_term), m = terms(LossConfig(q_weight=0.5, q_normalize=True))
+    assert float(q_term) == pytest.approx(0.5, rel=1e-5) and float(m["q_scale"]) == pytest.approx(4.0, rel=1e-5)
+    c10 = {"c": 10 * c["c"]}
+    (_, q10), _ = losses.actor_terms(head.apply, head_params, const_critic, c10, batch, rng,
+                                     LossConfig(q_weight=0.5, q_normalize=True), head.config)
+    assert float(q10) == pytest.approx(float(q_term), rel=1e-5)
+    assert 0.0 <= float(m["saturation"]) <= float(m["saturation_max_dim"]) <= 1.0
+
+
+def test_bc_loss_reads_the_unbounded_output_with_the_straight_through_bound(nets):
+    """A dimension pushed far beyond the box still gets a BC gradient back towards its target
+    (at sigma_max, where acting samples: c_out ~ 0.5, so the +20 bias saturates it)."""
+    _, _, head_params, _, batch = nets
+    rng = jax.random.PRNGKey(4)
+    pushed = jax.tree_util.tree_map(lambda x: x, head_params)
+    pushed["out"] = dict(pushed["out"], bias=pushed["out"]["bias"].at[0].add(20.0))  # dim 0 far above +1
+    targets = dict(batch, actions=batch["actions"].at[:, 0].set(-1.0))
+    for bound, expect_gradient in (("clip", False), ("straight_through", True)):
+        cfg = dataclasses.replace(TINY.head, hidden=(32, 32), action_bound=bound)
+        head = ConsistencyHead(cfg, A)
+        noisy = targets["actions"] + cfg.sigma_max * jax.random.normal(rng, targets["actions"].shape)
+        grad = jax.grad(lambda p: jnp.mean((head.apply({"params": p}, noisy, cfg.sigma_max,
+                                                       targets["observations"]["embedding"],
+                                                       targets["observations"]["state"]) - targets["actions"]) ** 2))(
+            pushed)
+        bias_grad = float(grad["out"]["bias"][0])
+        assert (bias_grad > 0) == expect_gradient, (bound, bias_grad)  # > 0: descent lowers the output
