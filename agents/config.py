@@ -201,7 +201,6 @@ class OnlineConfig:
       min_online: online transitions before learning starts.
       critic_warmup_updates: learner steps at the start that update the critic only (the actor
         keeps its offline parameters while the critic sees the policy's own states).
-      extra_updates: learner steps still made once collection has stopped (0: stop with it).
       reset_optimizer: start with fresh Adam states (the reference code does).
     Bookkeeping and deployment (may change on resume):
       gate: the check of the offline policy before the online stage (`agents/stage_gate.py`):
@@ -230,7 +229,6 @@ class OnlineConfig:
     max_actor_lead: int = 0
     min_online: int = 100
     critic_warmup_updates: int = 0
-    extra_updates: int = 0
     reset_optimizer: bool = True
     gate: str = "refuse"
     gate_episodes: int = 10
