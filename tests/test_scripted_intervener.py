@@ -12,7 +12,7 @@ from vlarft.robot_io.sim.scripted_intervener import BAD_STATE, STALL, Intervener
 from vlarft.robot_io.sim.scripted_operator import OperatorKnobs, ScriptedOperator
 from vlarft.robot_io.teleop import make_teleop
 
-TASKS = ("pick_cube", "insert_peg")
+TASKS = ("pick_cube", "insert_peg", "hang_ring")
 SEEDS = range(10)
 
 
@@ -70,7 +70,7 @@ def test_idle_policy_gets_corrected_to_success(envs, task):
         assert flags.sum() == device.intervention_steps == infos[-1]["intervention_steps"]
         assert len(runs(flags)) == device.interventions == infos[-1]["intervention_segments"]
         assert 1 <= device.interventions <= knobs.max_interventions
-        assert max(runs(flags)) <= knobs.burst_steps and device.last_trigger == STALL
+        assert max(runs(flags)) <= device.burst_steps and device.last_trigger == STALL
     assert successes >= 0.7 * len(SEEDS), (task, successes)
 
 
@@ -105,11 +105,28 @@ def test_bad_state_triggers_before_patience(envs):
     assert 0 < np.argmax(flags) < 50 and device.last_trigger == BAD_STATE
 
 
+def ring_knocking_policy(env, seed):  # comes down beside the ring, then sweeps it across the table
+    def act():
+        priv = env.unwrapped.privileged_state()
+        goal = priv["ring_pos"] + [-0.06, 0.0, 0.0]
+        if np.linalg.norm((goal - priv["tcp_pos"])[:2]) < 0.01 or priv["tcp_pos"][2] < 0.02:
+            goal = priv["tcp_pos"] + [0.05, 0.0, 0.0]
+        return np.append(np.clip((goal - priv["tcp_pos"]) / 0.02, -1, 1), [0, 0, 0, 1]).astype(np.float32)
+    return act
+
+
+def test_knocked_ring_is_a_bad_state(envs):
+    env = envs["hang_ring"]
+    device = ScriptedIntervener(env, seed=0, patience=50)
+    _, flags, _, _, _ = run_episode(env, device, ring_knocking_policy, seed=0)
+    assert 0 < np.argmax(flags) < 50 and device.last_trigger == BAD_STATE
+
+
 def test_release_progress_hands_back_early(envs):
     env = envs["insert_peg"]
     device = ScriptedIntervener(env, seed=1, release_progress=0.05, min_burst_steps=3)
     _, flags, _, _, _ = run_episode(env, device, zero_policy, seed=1)
-    assert len(runs(flags)) >= 2 and runs(flags)[0] < device.knobs.burst_steps  # released, not done
+    assert len(runs(flags)) >= 2 and runs(flags)[0] < device.burst_steps  # released, not done
 
 
 @pytest.mark.parametrize("task", TASKS)

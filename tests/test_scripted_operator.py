@@ -9,7 +9,7 @@ from vlarft.robot_io.sim import SimRobotEnv
 from vlarft.robot_io.sim.scripted_operator import OperatorKnobs, ScriptedOperator
 from vlarft.robot_io.teleop.base import TeleopCommand
 
-TASKS = ("pick_cube", "insert_peg")
+TASKS = ("pick_cube", "insert_peg", "hang_ring")
 SEEDS = range(20)
 
 

@@ -2,6 +2,7 @@
 
 import vlarft.robot_io.sim  # noqa: F401  (first: selects headless EGL before mujoco is imported)
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -16,9 +17,10 @@ from vlarft.robot_io.contract import (
 )
 from vlarft.robot_io.factory import list_envs, make_env, sim_tasks
 from vlarft.robot_io.sim import SimConfig, SimRobotEnv
+from vlarft.robot_io.sim.scripted_operator import OperatorKnobs, ScriptedOperator
 
-TASKS = ("pick_cube", "insert_peg")
-OBJECT_KEY = {"pick_cube": "cube_pos", "insert_peg": "hole_top_pos"}
+TASKS = ("pick_cube", "insert_peg", "hang_ring")
+OBJECT_KEY = {"pick_cube": "cube_pos", "insert_peg": "hole_top_pos", "hang_ring": "post_top_pos"}
 POS_SCALE, ROT_SCALE = SimConfig().pos_scale, SimConfig().rot_scale
 
 
@@ -97,18 +99,76 @@ def test_reset_is_deterministic_per_seed(task):
         second.close()
 
 
+def assert_spread_over_the_range(positions: np.ndarray, nominal, half_range: float) -> None:
+    assert np.all(np.abs(positions - np.asarray(nominal)) <= half_range + 1e-4)
+    assert len({tuple(p.round(5)) for p in positions}) == len(positions)  # all different
+    assert np.ptp(positions, axis=0).min() > 0.6 * half_range  # spread over most of the range
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_different_seeds_place_the_object_within_3cm_of_nominal(task):
+def test_different_seeds_place_the_object_within_the_randomisation_range(task):
     env = SimRobotEnv(task=task, render_images=False)
-    nominal = np.asarray(env.task.nominal_xy)
     positions = []
     for seed in range(12):
         env.reset(seed=seed)
         positions.append(env.privileged_state()[OBJECT_KEY[task]][:2])
-    positions = np.array(positions)
-    assert np.all(np.abs(positions - nominal) <= 0.03 + 1e-4)
-    assert len({tuple(p.round(5)) for p in positions}) == len(positions)  # all different
-    assert np.ptp(positions, axis=0).min() > 0.02  # spread over most of the +-3 cm range
+    assert_spread_over_the_range(np.array(positions), env.task.nominal_xy, env.task.xy_range)
+
+
+def test_hang_ring_places_a_flat_ring_apart_from_the_post_at_random_yaws():
+    env = SimRobotEnv(task="hang_ring", render_images=False)
+    task, states = env.task, []
+    for seed in range(12):
+        env.reset(seed=seed)
+        states.append(env.privileged_state())
+    rings = np.array([s["ring_pos"] for s in states])
+    assert_spread_over_the_range(rings[:, :2], task.ring_nominal_xy, task.ring_xy_range)
+    np.testing.assert_allclose(rings[:, 2], task.tube_radius, atol=1e-3)  # lying on the table ...
+    assert all(s["ring_normal"][2] > 0.999 and not s["ring_grasped"] for s in states)  # ... flat, not held
+    yaws = np.array([s["handle_yaw"] for s in states])
+    assert np.all(np.abs(yaws) <= task.ring_yaw_range + 1e-6) and np.ptp(yaws) > task.ring_yaw_range
+    clearance = [np.linalg.norm(s["ring_pos"][:2] - s["post_top_pos"][:2]) for s in states]
+    assert min(clearance) > task.ring_radius + task.tube_radius + task.base_radius  # not on the post's base
+
+
+def place_ring(env, xyz, tilt_about_x: float = 0.0) -> bool:
+    """Put the ring (not held) at `xyz` tilted about x, and say whether that counts as success."""
+    quat = np.array([np.cos(tilt_about_x / 2), np.sin(tilt_about_x / 2), 0.0, 0.0])
+    env.data.joint("ring_free").qpos[:] = [*xyz, *quat]
+    mujoco.mj_forward(env.model, env.data)
+    return env.task.is_success(env.model, env.data)
+
+
+def test_hang_ring_success_needs_the_ring_down_the_post_and_released():
+    env = SimRobotEnv(task="hang_ring", render_images=False)
+    env.reset(seed=2)
+    task, post_top = env.task, env.privileged_state()["post_top_pos"]
+    post_axis = lambda z: np.array([post_top[0], post_top[1], z])
+    assert place_ring(env, post_axis(0.01))  # resting on the base around the post
+    assert place_ring(env, post_axis(post_top[2] - task.success_depth - 0.001))
+    assert not place_ring(env, post_axis(post_top[2] - task.success_depth + 0.003))  # not down far enough
+    assert not place_ring(env, post_axis(post_top[2] + 0.01))  # above the post
+    assert place_ring(env, post_axis(0.03) + [0.005, 0.0, 0.0], tilt_about_x=0.3)  # tilted, still around it
+    beside = post_axis(0.01) + [0.0, task.ring_radius + task.tube_radius + task.post_radius + 0.002, 0.0]
+    assert not place_ring(env, beside)
+    on_edge = post_axis(0.04) + [0.0, task.tube_radius + task.post_radius + 0.001, 0.0]
+    assert not place_ring(env, on_edge, tilt_about_x=np.pi / 2)  # standing on edge against the post
+
+    env.reset(seed=2)  # the noise-free operator lowers the ring down the post: no success while it holds it
+    operator = ScriptedOperator(env, seed=0, knobs=OperatorKnobs.noise_free())
+    operator.reset()
+    def held_down_the_post(s):
+        around = np.linalg.norm(s["ring_pos"][:2] - s["post_top_pos"][:2]) < task.inner_radius - task.post_radius
+        return s["ring_grasped"] and around and s["post_top_pos"][2] - s["ring_pos"][2] > task.success_depth
+
+    while not held_down_the_post(env.privileged_state()):
+        assert not env.step(operator.poll().action)[2]
+    assert not task.is_success(env.model, env.data)
+    for _ in range(8):  # the operator lowers it a little further and lets go
+        _, reward, terminated, _, info = env.step(operator.poll().action)
+        if terminated:
+            break
+    assert terminated and reward == 1.0 and info[INFO_SUCCESS] and not env.privileged_state()["ring_grasped"]
 
 
 @pytest.mark.parametrize("axis", range(3))

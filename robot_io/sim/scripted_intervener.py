@@ -7,10 +7,12 @@ is from done) and engages, like a person grabbing the SpaceMouse, when
   * stalled: the error has not improved on its best value by `progress_margin` for `patience`
     steps, or
   * in a clearly bad state: the TCP is near a side or the top of the workspace box, the cube was
-    knocked `knock_distance` away (pick_cube), or the peg tip is beside the fixture (insert_peg).
+    knocked `knock_distance` away (pick_cube), the peg tip is beside the fixture (insert_peg), or
+    the ring was knocked or dropped `knock_distance` away or is held low beside the post (hang_ring).
 
 A trigger is acted on with `probability`, after `reaction_delay` steps; the correction burst is
-driven by an internal `ScriptedOperator` (a fresh script per burst) for `burst_steps` steps, or
+driven by an internal `ScriptedOperator` (a fresh script per burst) for `burst_steps` steps (by
+default the task's: about what the noisy operator needs for the whole task), or
 shorter once the error improved by `release_progress` (if set), then control goes back to the
 policy. At most `max_interventions` bursts per episode. Randomness comes only from `seed`.
 """
@@ -40,16 +42,17 @@ class IntervenerKnobs:
       reaction_delay: steps between noticing a problem and taking over (2 = 0.2 s).
       probability: chance that a noticed problem is acted on; an ignored one is reconsidered
         after another `patience` steps (1.0 = always).
-      burst_steps: longest correction burst, steps (35 = 3.5 s: long enough for the noisy operator
-        to finish most tasks from the start pose).
+      burst_steps: longest correction burst, steps; None = the task's (`TaskMonitor.burst_steps`:
+        35 = 3.5 s for pick_cube and insert_peg, 55 for hang_ring: long enough for the noisy
+        operator to finish most episodes from the start pose).
       release_progress: hand back early once the task error fell this much since the burst
         began, m; None = always drive the full burst (default).
       min_burst_steps: shortest burst when `release_progress` is set, steps (5).
       max_interventions: bursts allowed per episode (3).
       edge_margin: "bad state" when the TCP is this close to a side or the top of the workspace
         box, m (the table-side bound is excluded: grasping happens there).
-      knock_distance: pick_cube "bad state" when the cube moved this far in x/y since the policy
-        got control, m.
+      knock_distance: pick_cube / hang_ring "bad state" when the cube / the ring (not held) moved
+        this far in x/y since the policy got control, m.
       resume_script: later bursts of an episode continue the operator's script (its attempt
         count and aim, like a person remembering the last try); False = a fresh script per burst.
       operator: knobs of the internal `ScriptedOperator` that drives the corrections.
@@ -59,7 +62,7 @@ class IntervenerKnobs:
     progress_margin: float = 0.005
     reaction_delay: int = 2
     probability: float = 1.0
-    burst_steps: int = 35
+    burst_steps: int | None = None
     release_progress: float | None = None
     min_burst_steps: int = 5
     max_interventions: int = 3
@@ -69,7 +72,8 @@ class IntervenerKnobs:
     operator: OperatorKnobs = dataclasses.field(default_factory=OperatorKnobs)
 
     def __post_init__(self):
-        if self.patience < 1 or self.burst_steps < 1 or self.reaction_delay < 0 or self.max_interventions < 0:
+        too_short_burst = self.burst_steps is not None and self.burst_steps < 1
+        if self.patience < 1 or too_short_burst or self.reaction_delay < 0 or self.max_interventions < 0:
             raise ValueError(f"bad step counts in {self}")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {self.probability}")
@@ -104,13 +108,54 @@ def _insert_peg_bad(state: dict, reference: dict, knobs: IntervenerKnobs) -> boo
     return bool(below_top and off_axis > state["hole_half"] + 0.005)
 
 
-_ERRORS: dict[str, Callable[[dict, object], float]] = {
-    "pick_cube": _pick_cube_error,
-    "insert_peg": _insert_peg_error,
-}
-_BAD_STATES: dict[str, Callable[[dict, dict, IntervenerKnobs], bool]] = {
-    "pick_cube": _pick_cube_bad,
-    "insert_peg": _insert_peg_bad,
+def _hang_ring_error(state: dict, task) -> float:
+    """Path still to go, m: the hand to the handle (unless the ring is held), then the ring's centre
+    up over the post's top (unless the hole is already around the post) and down the post to
+    `success_depth` + 5 mm."""
+    ring, post_top = state["ring_pos"], state["post_top_pos"]
+    goal_z = post_top[2] - task.success_depth - 0.005
+    off_axis = float(np.linalg.norm(ring[:2] - post_top[:2]))
+    if off_axis <= state["inner_radius"] - state["post_radius"] and ring[2] < post_top[2]:
+        path = max(0.0, ring[2] - goal_z)  # around the post already: only down
+    else:
+        clear_z = post_top[2] + state["tube_radius"] + 0.01
+        path = max(0.0, clear_z - ring[2]) + off_axis + (clear_z - goal_z)
+    reach = 0.0 if state["ring_grasped"] else float(np.linalg.norm(state["tcp_pos"] - state["handle_pos"]))
+    return float(reach + path)
+
+
+def _hang_ring_bad(state: dict, reference: dict, knobs: IntervenerKnobs) -> bool:
+    """The ring was knocked (or dropped) away from where it was when the policy got control, or it
+    is held below the post's top beside the post (pressed against its side)."""
+    knocked = not state["ring_grasped"] and np.linalg.norm(
+        state["ring_pos"][:2] - reference["ring_pos"][:2]) > knobs.knock_distance
+    off_axis = np.linalg.norm(state["ring_pos"][:2] - state["post_top_pos"][:2])
+    hole_around_post = off_axis < state["inner_radius"] - state["post_radius"] + 0.003
+    touching_distance = state["inner_radius"] + 2 * state["tube_radius"] + state["post_radius"]
+    beside_post = (bool(state["ring_grasped"]) and state["ring_pos"][2] < state["post_top_pos"][2] - 0.005
+                   and not hole_around_post and off_axis < touching_distance + 0.01)
+    return bool(knocked or beside_post)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskMonitor:
+    """What the human watches in one task.
+
+    Attributes:
+      error: (privileged state, task) -> how far the task is from done, m.
+      bad_state: (state, state when the policy got control, knobs) -> clearly bad right now.
+      burst_steps: default longest correction burst, steps.
+    """
+
+    error: Callable[[dict, object], float]
+    bad_state: Callable[[dict, dict, IntervenerKnobs], bool]
+    burst_steps: int = 35
+
+
+_MONITORS: dict[str, TaskMonitor] = {
+    "pick_cube": TaskMonitor(_pick_cube_error, _pick_cube_bad),
+    "insert_peg": TaskMonitor(_insert_peg_error, _insert_peg_bad),
+    "hang_ring": TaskMonitor(_hang_ring_error, _hang_ring_bad, burst_steps=55),
 }
 
 
@@ -138,9 +183,10 @@ class ScriptedIntervener:
         self.env = env.unwrapped
         self.knobs = dataclasses.replace(knobs or IntervenerKnobs(), **overrides)
         task = self.env.task.name
-        if task not in _ERRORS:
-            raise ValueError(f"no intervention monitor for task {task!r}; known: {sorted(_ERRORS)}")
-        self._error_fn, self._bad_fn = _ERRORS[task], _BAD_STATES[task]
+        if task not in _MONITORS:
+            raise ValueError(f"no intervention monitor for task {task!r}; known: {sorted(_MONITORS)}")
+        self._monitor = _MONITORS[task]
+        self.burst_steps = self.knobs.burst_steps or self._monitor.burst_steps  # longest burst, steps
         operator_seed, own_seed = np.random.SeedSequence(seed).spawn(2)
         self._rng = np.random.default_rng(own_seed)
         self.operator = ScriptedOperator(
@@ -167,7 +213,7 @@ class ScriptedIntervener:
     def poll(self) -> TeleopCommand:
         """Idle, or the operator's correction while a burst is on."""
         state = self.env.privileged_state()
-        error = self._error_fn(state, self.env.task)
+        error = self._monitor.error(state, self.env.task)
         if self._reference is None:  # first poll of the episode
             self._hand_back(state, error)
         elif self.engaged:
@@ -226,14 +272,14 @@ class ScriptedIntervener:
         near_side = np.any(tcp[:2] < np.asarray(cfg.workspace_low[:2]) + margin) or np.any(
             tcp[:2] > np.asarray(cfg.workspace_high[:2]) - margin)
         near_top = tcp[2] > cfg.workspace_high[2] - margin
-        return bool(near_side or near_top or self._bad_fn(state, self._reference, self.knobs))
+        return bool(near_side or near_top or self._monitor.bad_state(state, self._reference, self.knobs))
 
     def _burst_over(self, error: float) -> bool:
         """The burst has run `burst_steps`, or (with `release_progress`) the robot is back on track."""
         if self._burst_left <= 0:
             return True
         k = self.knobs
-        done_steps = k.burst_steps - self._burst_left
+        done_steps = self.burst_steps - self._burst_left
         return (k.release_progress is not None and done_steps >= k.min_burst_steps
                 and self._burst_start_error - error >= k.release_progress)
 
@@ -241,7 +287,7 @@ class ScriptedIntervener:
 
     def _begin_burst(self, error: float) -> None:
         self.engaged, self._countdown = True, None
-        self._burst_left, self._burst_start_error = self.knobs.burst_steps, error
+        self._burst_left, self._burst_start_error = self.burst_steps, error
         self.interventions += 1
         self.total_interventions += 1
         if self.interventions == 1 or not self.knobs.resume_script:
