@@ -3,7 +3,9 @@
 A checkpoint holds the whole train state pytree (parameters, optimiser states, target network,
 RNG key, step counter) and a JSON dict (config, normaliser, dataset spec, ...). Restoring the
 latest one and repeating an update on the same batch reproduces it bit for bit. The temporary
-folder of a save that was killed before it committed is deleted when the run is next opened.
+folder of a save that was killed before it committed is deleted when the run that owns the
+directory next opens it (`cleanup_interrupted_saves`; never by a reader, which could delete a
+save another process has under way).
 """
 
 from __future__ import annotations
@@ -44,18 +46,19 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 class Checkpointer:
-    """Keeps the newest `keep` checkpoints of one run in `directory`."""
+    """Keeps the newest `keep` checkpoints of one run in `directory`; `cleanup_interrupted_saves`
+    (the run that writes them) deletes what a save killed before its commit left."""
 
-    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, cleanup_interrupted_saves: bool = False):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            # cleanup_tmp_directories: a save killed before its commit leaves a `<step>.orbax-checkpoint-tmp-*`
-            # folder, deleted when the run is next opened
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
+            # a save killed before its commit leaves a `<step>.orbax-checkpoint-tmp-*` folder
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 cleanup_tmp_directories=cleanup_interrupted_saves),
             item_names=("state", "meta"))
 
     def latest_step(self) -> int | None:

@@ -220,6 +220,8 @@ class OnlineConfig:
       actor_index: this actor's slot (0 .. max_actors - 1); every actor of a run needs its own.
       max_actors: actor slots the learner's server offers.
       retry_every_s: seconds between an actor's reconnection attempts to a dead replay server.
+      params_secret_file: role actor: a copy of the learner's `<workdir>/params_secret`, the key
+        that authenticates its parameter publications (`agents/parameters.py`).
     """
 
     online_fraction: float = 0.5
@@ -243,9 +245,10 @@ class OnlineConfig:
     actor_index: int = 0
     max_actors: int = 8
     retry_every_s: float = 2.0
+    params_secret_file: str = ""
 
     BOOKKEEPING = ("gate", "gate_episodes", "env_steps", "teleop", "publish_every", "eval_every", "eval_episodes", "role", "replay_address",
-                   "replay_port", "actor_index", "max_actors", "retry_every_s")
+                   "replay_port", "actor_index", "max_actors", "retry_every_s", "params_secret_file")
 
     def actor_lead(self, env: str) -> int:
         """Env steps the actor may run ahead of the learner's budget on `env` (0: unlimited)."""

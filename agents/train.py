@@ -77,6 +77,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     online.add_argument("--online_gate", choices=("refuse", "warn", "off"), default="refuse",
                         help="check the offline policy before acting: refuse a clearly broken one, warn, or skip")
     online.add_argument("--actor_index", type=int, default=0, help="this actor's slot (one per actor of a run)")
+    online.add_argument("--params_secret_file", default="",
+                        help="actor: a copy (mode 0600) of the learner's <workdir>/params_secret, which "
+                             "authenticates the parameters it publishes")
     online.add_argument("--max_actor_lead", type=int, default=0,
                         help="learner: actors block this many env steps ahead of the UTD budget (0: never block; "
                              "simulators run in lockstep anyway, see --set online.lockstep=false)")
@@ -98,6 +101,7 @@ def build_config(args: argparse.Namespace):
         config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=args.critic_input))
     online = dict(env_steps=args.env_steps, teleop=args.teleop, updates_per_env_step=args.updates_per_env_step,
                   min_online=args.min_online, role=args.role, replay_address=args.replay_address,
+                  params_secret_file=args.params_secret_file,
                   publish_every=args.publish_every, max_actor_lead=args.max_actor_lead, replay_port=args.replay_port,
                   eval_every=args.eval_every_env_steps, eval_episodes=args.online_eval_episodes,
                   actor_index=args.actor_index, gate=args.online_gate)

@@ -204,7 +204,8 @@ def robot_evaluation(policy, options: StageOptions, config: AgentConfig, spec: E
 
 def open_checkpointer(options: StageOptions, config: AgentConfig, stage: str) -> tuple[Checkpointer, dict | None]:
     """The run's checkpointer and, when resuming, the metadata it recorded (checked to match)."""
-    checkpointer = Checkpointer(os.path.join(options.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+    checkpointer = Checkpointer(os.path.join(options.workdir, "checkpoints"), keep=config.train.keep_checkpoints,
+                                cleanup_interrupted_saves=True)  # this run owns them
     if checkpointer.latest_step() is None:
         return checkpointer, None
     meta = checkpointer.restore_meta()

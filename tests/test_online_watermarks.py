@@ -8,6 +8,7 @@ from vlarft.datasets.replay.reliable import progress_table_name, progress_tables
 from vlarft.datasets.replay.tables import ReplayServer
 
 PARAMS = {"w": np.ones(3, np.float32)}
+SECRET = b"s" * 32
 
 
 def write_progress(client, slot, acknowledged, finished, incarnation):
@@ -18,7 +19,7 @@ def write_progress(client, slot, acknowledged, finished, incarnation):
 def test_watermarks_are_read_before_the_checkpoint_and_published_after_it():
     with ReplayServer([params_table()] + progress_tables(3)) as server:
         client = server.client
-        store = ReverbParameterStore(client, PARAMS, max_actors=3)
+        store = ReverbParameterStore(client, PARAMS, max_actors=3, secret=SECRET)
         events = []
 
         def checkpoint(state):
@@ -45,7 +46,7 @@ def test_watermarks_are_read_before_the_checkpoint_and_published_after_it():
 def test_actors_finished_needs_every_reporting_actor_finished_for_this_learner():
     with ReplayServer([params_table()] + progress_tables(3)) as server:
         client = server.client
-        store = ReverbParameterStore(client, PARAMS, max_actors=3)
+        store = ReverbParameterStore(client, PARAMS, max_actors=3, secret=SECRET)
         saver = DurableSaver(client, store, lambda state: None, max_actors=3)
         assert not saver.actors_finished()  # nobody reported yet
         write_progress(client, 0, 10, True, store.incarnation)

@@ -299,12 +299,14 @@ def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, e
     import portpicker
 
     from vlarft.agents.checkpointing import Checkpointer
+    from vlarft.agents.parameters import learner_secret
     from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
 
     offline = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=20,
                                     eval_episodes=0, show_progress=False)
     training.run_offline(offline, tiny_config(), loss_preset("paper", "offline"))
     port = portpicker.pick_unused_port()
+    learner_secret(tmp_path / "learner")  # the run's key, made before the actor starts; the learner reuses it
     common = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", "--config=tiny", "--batch_size=32",
               f"--init_from={tmp_path / 'offline'}", "--no_progress", "--eval_episodes=0", "--min_online=40",
               "--publish_every=2"]
@@ -312,6 +314,7 @@ def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, e
                             "--steps=100000", "--checkpoint_every=10", "--max_actor_lead=10"]
     learner = subprocess.Popen(learner_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     actor = subprocess.Popen(common + ["--role=actor", f"--replay_address=localhost:{port}",
+                                       f"--params_secret_file={tmp_path / 'learner' / 'params_secret'}",
                                        f"--workdir={tmp_path / 'actor'}", "--env_steps=400",
                                        "--teleop=scripted_intervention"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -117,10 +117,25 @@ def test_a_save_killed_before_its_commit_leaves_no_temporary_folder_behind(tmp_p
     proc = subprocess.run([sys.executable, "-c", SAVE_KILLED_BEFORE_ITS_COMMIT, str(directory)], timeout=120)
     assert proc.returncode == -9
     assert [p.name for p in directory.iterdir() if "orbax-checkpoint-tmp" in p.name]  # what kill -9 left
-    checkpointer = Checkpointer(directory)  # the next run opens its checkpoints
+    Checkpointer(directory).close()  # a reader (another process may be saving) deletes nothing
+    assert [p.name for p in directory.iterdir() if "orbax-checkpoint-tmp" in p.name]
+    checkpointer = Checkpointer(directory, cleanup_interrupted_saves=True)  # the run reopens its checkpoints
     try:
         assert sorted(p.name for p in directory.iterdir()) == ["1"]
         state, meta = checkpointer.restore({"w": jnp.zeros(1000)})
         assert meta == {"step": 1} and float(state["w"][0]) == 1.0
     finally:
         checkpointer.close()
+
+
+def test_a_public_learner_needs_an_explicit_port_and_a_remote_actor_the_run_secret(tmp_path):
+    from vlarft.agents.online import run_online
+
+    config = get_config("tiny")
+    learner = dataclasses.replace(config, online=dataclasses.replace(config.online, role="learner", replay_port=0))
+    with pytest.raises(ValueError, match="--role=learner .* --replay_port=P"):
+        run_online(options(tmp_path, init_from=str(tmp_path / "offline")), learner, loss_preset("paper", "online"))
+    actor = dataclasses.replace(config, online=dataclasses.replace(config.online, role="actor",
+                                                                   replay_address="localhost:1"))
+    with pytest.raises(ValueError, match="--role=actor needs --params_secret_file"):
+        run_online(options(tmp_path, init_from=str(tmp_path / "offline")), actor, loss_preset("paper", "online"))

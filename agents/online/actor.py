@@ -23,7 +23,7 @@ import numpy as np
 
 from vlarft.agents.evaluation import run_episodes
 from vlarft.agents.online_log import EpisodeStats, EvalPoint, OnlineRecord
-from vlarft.agents.parameters import ReverbParameterStore
+from vlarft.agents.parameters import Published, ReverbParameterStore, UntrustedPublication
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
 from vlarft.datasets.replay.tables import ReplayError
@@ -69,22 +69,36 @@ class SuccessProbe:
 
 class ParameterPoller(threading.Thread):
     """Fetches the newest publication in the background (`latest`), so the control loop never
-    waits on the network: a dead server stalls this thread, not the robot."""
+    waits on the network: a dead server stalls this thread, not the robot. A publication that is
+    not the learner's (`UntrustedPublication`) is never adopted: it is counted (`rejected`) and
+    logged."""
 
     def __init__(self, store: ReverbParameterStore, client: Callable[[], Any], stop: threading.Event,
                  period_s: float = 0.1):
         super().__init__(name="parameter-poller", daemon=True)
         self.store, self.client, self.stop, self.period_s = store, client, stop, period_s
         self.latest = None
+        self.rejected = 0
+        self._last_rejection = ""
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 self.store.client = self.client()
                 self.latest = self.store.latest() or self.latest
+            except UntrustedPublication as error:
+                self.reject(error)
             except Exception:  # noqa: BLE001 - the server is away; the writer reconnects
                 pass
             self.stop.wait(self.period_s)
+
+    def reject(self, error: UntrustedPublication) -> None:
+        """Counts a publication the actor refused; logs each new reason."""
+        self.rejected += 1
+        if str(error) != self._last_rejection:
+            self._last_rejection = str(error)
+            logging.getLogger(__name__).warning("parameters refused (acting on with the last trusted ones): %s",
+                                                error)
 
 
 class OnlineActor(threading.Thread):
@@ -157,9 +171,18 @@ class OnlineActor(threading.Thread):
             logging.getLogger(__name__).warning("%s", error)
 
     def _all_durable(self) -> bool:
-        published = self.poller.latest
+        published = self.poller.latest  # a watermark above `records` is untrusted (_refresh_params refuses it)
         return (published is not None and published.incarnation == self.writer.incarnation
-                and published.durable_for(self.actor_index) >= self.writer.records)
+                and published.durable_for(self.actor_index) == self.writer.records)
+
+    def _watermark_trusted(self, published: Published) -> bool:
+        """False (counted and logged) for a watermark beyond the steps this actor wrote."""
+        try:
+            published.check_watermark(self.actor_index, self.writer.records)
+            return True
+        except UntrustedPublication as error:
+            self.poller.reject(error)
+            return False
 
     def _refresh_params(self) -> None:
         """Adopts newer parameters (or a restarted learner's), trims the replay journal, and
@@ -168,6 +191,8 @@ class OnlineActor(threading.Thread):
         if published is None or published is self._seen:
             return
         self._seen = published
+        if not self._watermark_trusted(published):
+            return
         restarted = self.incarnation is not None and published.incarnation != self.incarnation
         self.writer.incarnation = published.incarnation  # progress from now on is for this learner
         if restarted and self.writer.reconnects == self._reconnects_seen:

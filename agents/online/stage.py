@@ -1,11 +1,12 @@
 """`run_online`: the online stage's wiring for the roles `both`, `learner` and `actor`.
 
 `both` (default): one process serves replay + parameters, runs the actor thread and learns.
-`learner`: serves replay + parameters on `--replay_port` (writes `<workdir>/replay_address`),
+`learner`: serves replay + parameters on `--replay_port` (required: the port is reachable from
+the network; writes `<workdir>/replay_address` and the parameter secret `<workdir>/params_secret`),
 learns until every actor has finished. `actor`: acts on this machine against the learner's
-server at `--replay_address`. Ctrl-C/SIGTERM: the actor finishes its episode (written), the
-learner saves its checkpoint and a Reverb checkpoint; the same command resumes both and the
-env-step budget.
+server at `--replay_address`, verifying its parameters with `--params_secret_file`.
+Ctrl-C/SIGTERM: the actor finishes its episode (written), the learner saves its checkpoint and a
+Reverb checkpoint; the same command resumes both and the env-step budget.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from vlarft.agents.online.actor import OnlineActor, PeriodicEvaluation, SuccessP
 from vlarft.agents.online.learner_loop import LearnerLoop
 from vlarft.agents.online.watermarks import DurableSaver
 from vlarft.agents.online_log import OnlineRecord
-from vlarft.agents.parameters import ReverbParameterStore
+from vlarft.agents.parameters import ReverbParameterStore, UntrustedPublication, learner_secret, read_secret
 from vlarft.agents.plots import online_report
 from vlarft.datasets.raw_episodes import recorded_transitions
 from vlarft.datasets.reader import dataset_spec
 from vlarft.datasets.replay import connect
 from vlarft.datasets.replay.reliable import ReliableWriter
+from vlarft.datasets.replay.tables import exposure_notice
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.robot_io.intervention import InterventionWrapper
 from vlarft.robot_io.teleop import make_device_for
@@ -45,6 +47,12 @@ def run_online(options: training.StageOptions, config: AgentConfig, loss: LossCo
     evaluation + online figures."""
     start = time.time()
     online = config.online
+    if online.role == "learner" and not online.replay_port:
+        raise ValueError("--role=learner serves replay and parameters to other machines: choose the port with "
+                         "--replay_port=P (see WORKSPACE.md, 'Threat model and guarantees')")
+    if online.role == "actor" and not online.params_secret_file:
+        raise ValueError("--role=actor needs --params_secret_file=FILE: a copy (mode 0600) of the learner's "
+                         "<workdir>/params_secret, which authenticates the parameters it publishes")
     if not options.init_from:
         raise training.ConfigMismatchError("--stage=online needs --init_from=OFFLINE_WORKDIR (a Cal-ConRFT run)")
     export = load_policy_export(options.init_from)
@@ -70,13 +78,15 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
     options = dataclasses.replace(options, dataset_dir=dataset_dir)
     training.check_dataset(spec, options, {**export.meta["spec"], "source": "the offline policy"})
     checkpointer, resumed = training.open_checkpointer(options, config, "online")
+    secret = learner_secret(options.workdir)  # signs the parameter publications
     builder = ConRFTBuilder(config, loss, spec, export, online=True,
                             actor_lead=online.actor_lead(_env_name(options, export)))
     server = builder.make_replay_server(checkpoint_dir=str(Path(options.workdir) / "replay"), port=online.replay_port)
     if online.role == "learner":
         (Path(options.workdir) / "replay_address").write_text(server.address)
-        print(f"replay server at {server.address} (actors: --role=actor --replay_address=HOST:{server.port})",
-              file=sys.stderr, flush=True)
+        print(f"replay server at {server.address} (actors: --role=actor --replay_address=HOST:{server.port} "
+              f"--params_secret_file=<a copy of {Path(options.workdir) / 'params_secret'}>)\n"
+              f"{exposure_notice(server.port)}", file=sys.stderr, flush=True)
     record = OnlineRecord(options.workdir)
     stop = threading.Event()
     log = TrainingLog(options.workdir, online.env_steps, 0, "online env steps", options.show_progress)
@@ -98,8 +108,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
             gate = _check_offline_policy(options, config, learner, builder, export, offline_state, spec)
             state = learner.reset_optimizers(offline_state) if online.reset_optimizer else offline_state
         first_step = int(state.step)
-        store = ReverbParameterStore(server.client, state.head_params, online.max_actors)
-        restored = store.latest()  # a restored replay checkpoint: keep its durable watermarks
+        store = ReverbParameterStore(server.client, state.head_params, online.max_actors, secret=secret)
+        restored = _restored_publication(store)  # a restored replay checkpoint: keep its durable watermarks
         if restored is not None:
             store.durable = restored.durable
         store.publish(state.head_params, first_step)
@@ -119,7 +129,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         actor = None
         if online.role == "both":
             actor = make_actor(options, config, builder, spec, server.address, server.client, record, stop,
-                               first_step, training.eval_env_factory(options, spec))
+                               first_step, training.eval_env_factory(options, spec), secret)
             actor.start()
         batches = builder.make_iterator(server.address)
         loop = LearnerLoop(learner, state, batches, store, save, log, record,
@@ -150,9 +160,10 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
                       {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
         replay = builder.replay_config()
         replay_sizes = {name: _table_size(server, name) for name in (replay.online_table, replay.demo_table)}
-        extra = {}
+        extra = {"non_finite_dropped": batches.dropped_non_finite}
         if actor is not None:
-            extra = {"replay_items_written": actor.writer.items_written, "env_steps_collected": actor.steps_done,
+            extra = {**extra, "parameters_refused": actor.poller.rejected,
+                     "replay_items_written": actor.writer.items_written, "env_steps_collected": actor.steps_done,
                      **_success_q(learner, offline_state, state, actor.probe)}
     finally:
         stop.set()
@@ -213,14 +224,23 @@ def _success_q(learner, offline_state, state, probe: SuccessProbe) -> dict:
             "q_success_probe_steps": len(actions)}
 
 
+def _restored_publication(store: ReverbParameterStore):
+    """The publication a restored replay checkpoint holds, if it verifies (else none: logged)."""
+    try:
+        return store.latest()
+    except UntrustedPublication as error:
+        print(f"ignoring the restored parameter publication: {error}", file=sys.stderr, flush=True)
+        return None
+
+
 def _table_size(server, table: str) -> int:
     return server.client.server_info()[table].current_size
 
 
 def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: EpisodeSpec, address, client, record,
-               stop, first_step, env_factory) -> OnlineActor:
+               stop, first_step, env_factory, secret: bytes) -> OnlineActor:
     """The online actor: env + human device behind the intervention wrapper, policy, reliable
-    replay writer, parameter store and periodic evaluation."""
+    replay writer, parameter store (publications verified with `secret`) and periodic evaluation."""
     online = config.online
     if env_factory is None:
         raise training.ConfigMismatchError("the online actor needs a robot: pass --env (e.g. --env=franka:<task>); "
@@ -230,10 +250,11 @@ def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: Episo
         base_env = env_factory()
         return InterventionWrapper(base_env, make_device_for(online.teleop, base_env, config.train.seed))
 
-    store = ReverbParameterStore(client, builder.export.head_params, online.max_actors)  # the actor's reader
+    store = ReverbParameterStore(client, builder.export.head_params, online.max_actors, secret=secret)  # its reader
 
     def watermark(new_client) -> int | None:
-        published = ReverbParameterStore(new_client, builder.export.head_params, online.max_actors).latest()
+        published = ReverbParameterStore(new_client, builder.export.head_params, online.max_actors,
+                                         secret=secret).latest()
         return None if published is None else published.durable_for(online.actor_index)
 
     episode_dir = Path(options.workdir) / "episodes"
@@ -262,6 +283,7 @@ def _run_actor_role(options, config: AgentConfig, loss: LossConfig, export: Poli
     online = config.online
     if not online.replay_address:
         raise training.ConfigMismatchError("--role=actor needs --replay_address=HOST:PORT of the learner")
+    secret = read_secret(online.params_secret_file)
     meta_spec = export.meta["spec"]
     spec = EpisodeSpec(cameras={c: tuple(hw) for c, hw in meta_spec["cameras"].items()}, state_dim=meta_spec["state_dim"],
                        action_dim=meta_spec["action_dim"], embedding_dim=export.config.backbone.width)
@@ -271,7 +293,7 @@ def _run_actor_role(options, config: AgentConfig, loss: LossConfig, export: Poli
     record = OnlineRecord(options.workdir)
     stop = threading.Event()
     actor = make_actor(options, config, builder, spec, online.replay_address, client, record, stop, 0,
-                       training.eval_env_factory(options, spec))
+                       training.eval_env_factory(options, spec), secret)
     log = TrainingLog(options.workdir, online.env_steps, actor.steps_before, "online env steps", options.show_progress)
     actor.start()
     try:
@@ -292,6 +314,7 @@ def _run_actor_role(options, config: AgentConfig, loss: LossConfig, export: Poli
     return {**record.summary(), "replay_items_written": writer.items_written, "role": "actor",
             "actor_index": online.actor_index, "transitions": actor.steps_done, "records_sent": writer.records,
             "resent": writer.resent, "reconnects": writer.reconnects, "journal_dropped": writer.dropped,
+            "parameters_refused": actor.poller.rejected,
             "policy_versions": sorted({e.policy_version for e in record.episodes}),
             "report": online_report(options.workdir, Path(options.workdir) / "report"),
             "wall_s": time.time() - start}

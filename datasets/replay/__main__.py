@@ -5,7 +5,8 @@
 
 Prints `localhost:PORT` as its first stdout line, serves until Ctrl-C or SIGTERM, then writes a
 checkpoint when --checkpoint_dir is given (and restores the newest one from there at start).
-The server listens on every interface (Reverb 0.14 has no bind-address option).
+The server listens on every interface (Reverb 0.14 has no bind-address option): its start-up
+message says how to keep it off untrusted networks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 import threading
 
-from vlarft.datasets.replay.tables import ReplayConfig, ReplayServer, transition_signature
+from vlarft.datasets.replay.tables import ReplayConfig, ReplayServer, exposure_notice, transition_signature
 
 
 def _parse_error_buffer(text: str):
@@ -57,7 +58,7 @@ def serve(args: argparse.Namespace) -> None:
         signal.signal(signum, lambda *_: stop.set())
     print(server.address, flush=True)
     print(f"serving tables {list(server.table_names)} on port {server.port} (all interfaces); "
-          f"Ctrl-C or SIGTERM to stop", file=sys.stderr, flush=True)
+          f"Ctrl-C or SIGTERM to stop\n{exposure_notice(server.port)}", file=sys.stderr, flush=True)
     try:
         while not stop.wait(0.2):
             pass

@@ -11,6 +11,7 @@ import numpy as np
 import reverb
 import tensorflow as tf
 
+from vlarft.datasets.replay.finite_filter import KEY_FIELD, NonFiniteFilter
 from vlarft.datasets.replay.tables import ReplayError, connect, mixed_online_rows
 
 _END = object()
@@ -32,6 +33,8 @@ class BatchIterator:
     items of every table, plus `source`: int32[B], the index into `sources` (the table names) of
     the table each row came from. A background thread keeps `prefetch` batches already placed
     with `jax.device_put(batch, device)` (`device`: a jax Device or Sharding; None = default).
+    A batch holding a non-finite value is never delivered: its bad items are deleted from
+    replay and counted in `dropped_non_finite` (`finite_filter.py`).
 
     Args:
       address: server address, e.g. "localhost:PORT".
@@ -56,6 +59,7 @@ class BatchIterator:
         dataset = _mixed_dataset(address, tables_and_counts, signature, rate_limiter_timeout_ms,
                                  prefetch)
         self._device = device
+        self._finite = NonFiniteFilter(reverb.Client(address), self.sources)
         self._liveness_check_s = liveness_check_s
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
@@ -112,6 +116,11 @@ class BatchIterator:
             self._done = True
             raise ReplayError(f"no batch from {self.sources}: {e}") from None
 
+    @property
+    def dropped_non_finite(self) -> dict[str, int]:
+        """Non-finite transitions dropped so far, per table."""
+        return dict(self._finite.dropped)
+
     def close(self) -> None:
         """Stops the background thread (it exits at its next batch)."""
         self._stop.set()
@@ -129,7 +138,8 @@ class BatchIterator:
     def _produce(self, dataset: tf.data.Dataset) -> None:
         try:
             for batch in dataset.as_numpy_iterator():
-                if not self._put(jax.device_put(batch, self._device)):
+                batch = self._finite.filter(batch)
+                if batch is not None and not self._put(jax.device_put(batch, self._device)):
                     return
             self._put(_END)
         except Exception as e:  # handed to the consumer
@@ -175,6 +185,7 @@ def _mixed_dataset(address, tables_and_counts, signature, timeout_ms, prefetch) 
     def concat(*samples):
         batch = tf.nest.map_structure(lambda *xs: tf.concat(xs, axis=0), *(s.data for s in samples))
         batch["source"] = source
+        batch[KEY_FIELD] = tf.concat([s.info.key for s in samples], axis=0)  # for NonFiniteFilter
         return batch
 
     return tf.data.Dataset.zip(tuple(parts)).map(concat).prefetch(max(1, prefetch))

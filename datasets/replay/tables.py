@@ -3,8 +3,9 @@
 Bind address: Reverb 0.14 has no bind-address option. Its C++ server always listens on
 `[::]:PORT` (every interface, IPv4 and IPv6; reverb/cc/platform/default/server.cc) with insecure
 gRPC credentials, so anyone who can reach the host can read and write the replay. Run it on a
-trusted network or behind a firewall; `ReplayServer.address` is the loopback address
-`localhost:PORT` that same-host clients use.
+trusted network or behind a firewall (`exposure_notice` says how; WORKSPACE.md, 'Threat model
+and guarantees'); `ReplayServer.address` is the loopback address `localhost:PORT` that same-host
+clients use.
 """
 
 from __future__ import annotations
@@ -276,6 +277,18 @@ class ReplayServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def exposure_notice(port: int) -> str:
+    """What a replay server on `port` exposes, and how to keep it off untrusted networks (printed
+    when a server meant for other machines starts; WORKSPACE.md 'Threat model and guarantees')."""
+    return (f"NOTE: replay port {port} is open on every network interface (Reverb cannot bind loopback only) and "
+            f"has no access control: whoever reaches it can read, insert and delete replay data (actors refuse "
+            f"parameters not signed with the run's secret; learners drop non-finite transitions). Keep it off "
+            f"untrusted networks: allow only the actor machines in the firewall (e.g. `ufw allow from ACTOR_IP "
+            f"to any port {port} proto tcp` then `ufw deny {port}/tcp`), or block it and let actors come "
+            f"through SSH (on the actor: `ssh -N -L {port}:localhost:{port} USER@LEARNER_HOST`, then "
+            f"--replay_address=localhost:{port}).")
 
 
 def _check_port_free(port: int) -> None:
