@@ -32,3 +32,18 @@ def test_non_finite_transitions_are_dropped_counted_and_deleted_before_a_batch()
             dropped = batches.dropped_non_finite
         assert list(dropped) == ["demo"] and dropped["demo"] >= 3  # rows dropped (a row sampled twice counts twice)
         assert server.client.server_info()["demo"].current_size == 10  # all three deleted once seen
+
+
+def test_the_standalone_server_reports_an_unwritable_checkpoint_dir_as_an_error_line(tmp_path, capsys):
+    from vlarft.datasets.raw_episodes import write_raw_episode
+    from vlarft.datasets.replay.__main__ import main
+    from vlarft.pipelines.convert_demos import convert
+
+    (tmp_path / "raw").mkdir()
+    write_raw_episode(tmp_path / "raw" / "ep.npz", make_episode("ep"), SMALL_SPEC)
+    dataset = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "d", log=lambda m: None).dataset_dir
+    (tmp_path / "a_file").write_text("not a directory")
+    assert main(["serve", f"--spec_from={dataset}", "--observation_keys=state",
+                 f"--checkpoint_dir={tmp_path / 'a_file' / 'ckpt'}"]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "a_file/ckpt" in err and "Traceback" not in err

@@ -17,7 +17,8 @@ import signal
 import sys
 import threading
 
-from vlarft.datasets.replay.tables import ReplayConfig, ReplayServer, exposure_notice, transition_signature
+from vlarft.datasets.replay.tables import (ReplayConfig, ReplayError, ReplayServer, exposure_notice,
+                                           transition_signature)
 
 
 def _parse_error_buffer(text: str):
@@ -68,11 +69,16 @@ def serve(args: argparse.Namespace) -> None:
         server.stop()
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        serve(args)
+    try:
+        if args.command == "serve":
+            serve(args)
+    except (ReplayError, OSError, ValueError) as e:  # bad flags or dataset, busy port, unwritable checkpoint dir
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
