@@ -88,6 +88,26 @@ def check_dataset(spec: EpisodeSpec, options: StageOptions, expected: dict | Non
                                       f"was trained with {theirs}")
 
 
+# Head fields that only shape training, not the function the policy computes or how it acts.
+TRAINING_ONLY_HEAD_FIELDS = ("action_bound",)
+
+
+def check_same_networks(config: AgentConfig, trained: AgentConfig, source: str, *, critic: bool = False) -> None:
+    """Refuses to continue a policy (and, with `critic`, its critic) under a config whose head
+    (or critic) differs from the one it was trained with: the learner would build other networks
+    than the checkpoint holds, or the actor would sample differently from what the learner trains.
+    The first differing field is named."""
+    sections = [("head", config.head, trained.head)] + ([("critic", config.critic, trained.critic)] if critic else [])
+    for name, mine, theirs in sections:
+        for field in dataclasses.fields(mine):
+            if name == "head" and field.name in TRAINING_ONLY_HEAD_FIELDS:
+                continue
+            if getattr(mine, field.name) != getattr(theirs, field.name):
+                raise ConfigMismatchError(f"{name}.{field.name} is {getattr(mine, field.name)!r} here but "
+                                          f"{getattr(theirs, field.name)!r} in {source}; use the same --config "
+                                          f"(and --set {name}.*) as that run")
+
+
 def spec_meta(spec: EpisodeSpec) -> dict:
     return {"cameras": {c: list(hw) for c, hw in spec.cameras.items()}, "state_dim": spec.state_dim,
             "action_dim": spec.action_dim}
@@ -354,6 +374,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     if export.config.backbone.width != spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: embeddings have width {spec.embedding_dim}, the policy's "
                                   f"backbone outputs {export.config.backbone.width}")
+    check_same_networks(config, export.config, f"the SFT policy {export_from}")
     builder = ConRFTBuilder(config, loss, spec, export)
     server = builder.make_replay_server()
     try:

@@ -104,6 +104,21 @@ def test_mismatched_dataset_is_refused(demos, sft_run, tmp_path):
                              loss_preset("paper", "offline"))
 
 
+def test_a_stage_refuses_other_networks_than_its_policy_was_trained_with(embedded, tmp_path):
+    options = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=1,
+                                    eval_episodes=0, show_progress=False)
+    wider = dataclasses.replace(tiny_config(), head=dataclasses.replace(tiny_config().head, hidden=(64, 64)))
+    with pytest.raises(training.ConfigMismatchError, match=r"head.hidden is \(64, 64\) here but \(128, 128\)"):
+        training.run_offline(options, wider, loss_preset("paper", "offline"))
+    # Only how the bound is trained may change between stages: the policy computes the same actions.
+    straight = dataclasses.replace(tiny_config(), head=dataclasses.replace(tiny_config().head,
+                                                                         action_bound="straight_through"))
+    training.check_same_networks(straight, tiny_config(), "the SFT policy")
+    with pytest.raises(training.ConfigMismatchError, match="critic.hidden"):
+        critic = dataclasses.replace(tiny_config(), critic=dataclasses.replace(tiny_config().critic, hidden=(8,)))
+        training.check_same_networks(critic, tiny_config(), "the offline run", critic=True)
+
+
 def fake_batch(seed, batch=16, embedding=64):
     rng = np.random.default_rng(seed)
     obs = lambda: {"embedding": jnp.asarray(rng.normal(size=(batch, embedding)), jnp.float32),

@@ -77,6 +77,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
     spec = dataset_spec(dataset_dir)
     options = dataclasses.replace(options, dataset_dir=dataset_dir)
     training.check_dataset(spec, options, {**export.meta["spec"], "source": "the offline policy"})
+    training.check_same_networks(config, export.config, f"the offline run {options.init_from}", critic=True)
     checkpointer, resumed = training.open_checkpointer(options, config, "online")
     secret = learner_secret(options.workdir)  # signs the parameter publications
     builder = ConRFTBuilder(config, loss, spec, export, online=True,
