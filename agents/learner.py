@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from vlarft.agents import losses
-from vlarft.agents.config import AgentConfig, LossConfig
+from vlarft.agents.config import AgentConfig, LossConfig, ReturnConfig
 from vlarft.agents.networks import ConsistencyHead, Critic, random_crop_observation, sample_actions
 
 
@@ -38,11 +38,13 @@ class LearnerState:
 
 
 def loss_batch(item: Mapping, state_mean, state_std, online_source: int | None = None,
-               online_bc_weight: float = 1.0) -> dict:
+               online_bc_weight: float = 1.0, returns: ReturnConfig = ReturnConfig()) -> dict:
     """A replay batch (`datasets/replay` item layout) -> the layout `agents/losses.py` reads,
-    with proprio z-scored by the dataset statistics. With `online_source` (the `source` index of
-    the online table) and `online_bc_weight` != 1, `bc_row_weights` weighs the BC term of online
-    rows that are not human interventions."""
+    with proprio z-scored by the dataset statistics and rewards shaped as the Monte-Carlo returns
+    stored with the items were (`returns`: r * reward_scale + reward_bias), so the TD target and
+    the Cal-QL bound live on one scale. With `online_source` (the `source` index of the online
+    table) and `online_bc_weight` != 1, `bc_row_weights` weighs the BC term of online rows that
+    are not human interventions."""
 
     def observation(obs):
         out = dict(obs)
@@ -53,7 +55,7 @@ def loss_batch(item: Mapping, state_mean, state_std, online_source: int | None =
         "observations": observation(item["observation"]),
         "next_observations": observation(item["next_observation"]),
         "actions": item["action"],
-        "rewards": item["reward"],
+        "rewards": item["reward"] * returns.reward_scale + returns.reward_bias,
         "discounts": item["discount"],
         "mc_returns": item["mc_return"],
     }
@@ -90,6 +92,9 @@ class Learner:
     def __init__(self, config: AgentConfig, loss: LossConfig, action_dim: int, cameras: tuple[str, ...],
                  state_mean: np.ndarray, state_std: np.ndarray, online_source: int | None = None,
                  rows_per_source: tuple[int, ...] | None = None):
+        if config.returns.gamma != loss.discount:
+            raise ValueError(f"the Monte-Carlo returns (Cal-QL's lower bounds) use gamma {config.returns.gamma} but "
+                             f"the TD target uses {loss.discount}: set returns.gamma and loss.discount alike")
         self.config, self.loss, self.action_dim = config, loss, action_dim
         # rows each source table contributes to one batch (`split_rows`); default: one table
         self.rows_per_source = tuple(rows_per_source or (config.train.batch_size,))
@@ -143,7 +148,8 @@ class Learner:
         return state.replace(step=state.step + 1), metrics
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
-        batch = loss_batch(item, self.state_mean, self.state_std, self.online_source, self.loss.online_bc_weight)
+        batch = loss_batch(item, self.state_mean, self.state_std, self.online_source, self.loss.online_bc_weight,
+                           self.config.returns)
         rng, k_crop, k_critic, k_actor = jax.random.split(state.rng, 4)
         if self.config.critic.input == "pixels":
             k_obs, k_next = jax.random.split(k_crop)

@@ -94,6 +94,27 @@ def test_bc_row_weights_restrict_the_bc_term_to_chosen_rows():
     assert "bc_row_weights" not in loss_batch(item, jnp.zeros(S), jnp.ones(S), online_source=0)
 
 
+def test_td_rewards_are_shaped_like_the_monte_carlo_returns():
+    """The Cal-QL bound (MC returns, shaped when they were stored) and the TD target must share
+    one reward scale: loss_batch shapes the rewards with the same ReturnConfig."""
+    from vlarft.agents.config import ReturnConfig
+    from vlarft.agents.learner import Learner, loss_batch
+    from vlarft.datasets.replay.returns import monte_carlo_returns
+
+    shaping = ReturnConfig(gamma=0.5, reward_scale=10.0, reward_bias=-1.0)
+    obs = {"embedding": jnp.zeros((3, E)), "state": jnp.zeros((3, S))}
+    item = {"observation": obs, "next_observation": obs, "action": jnp.zeros((3, A)),
+            "reward": jnp.array([0.0, 0.0, 1.0]), "discount": jnp.array([1.0, 1.0, 0.0]),
+            "mc_return": jnp.asarray(monte_carlo_returns([0, 0, 1], True, 0.5, 10.0, -1.0))}
+    batch = loss_batch(item, jnp.zeros(S), jnp.ones(S), returns=shaping)
+    assert batch["rewards"].tolist() == [-1.0, -1.0, 9.0]
+    # With a zero critic, r' + gamma * d * 0 reproduces the MC return of the last transition.
+    assert float(batch["rewards"][2]) == pytest.approx(float(item["mc_return"][2]))
+    mismatched = dataclasses.replace(TINY, returns=ReturnConfig(gamma=0.95))
+    with pytest.raises(ValueError, match="gamma 0.95 but the TD target uses 0.98"):
+        Learner(mismatched, LossConfig(), A, (), np.zeros(S), np.ones(S))
+
+
 def const_critic(variables, observation, actions, train=False, rngs=None):
     """Q_k(s, a) = c_k for every state and action."""
     c = variables["params"]["c"]
