@@ -324,7 +324,7 @@ def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, e
     learner_secret(tmp_path / "learner")  # the run's key, made before the actor starts; the learner reuses it
     common = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", "--config=tiny", "--batch_size=32",
               f"--init_from={tmp_path / 'offline'}", "--no_progress", "--eval_episodes=0", "--min_online=40",
-              "--publish_every=2"]
+              "--publish_every=2", "--online_gate=off"]  # durability, not the 20-step policy, is under test
     learner_cmd = common + ["--role=learner", f"--replay_port={port}", f"--workdir={tmp_path / 'learner'}",
                             "--steps=100000", "--checkpoint_every=10", "--max_actor_lead=10"]
     learner = subprocess.Popen(learner_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -384,7 +384,8 @@ def test_sigterm_saves_everything_and_the_same_command_resumes(demos, embedded, 
     workdir = tmp_path / "online"
     cmd = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", "--config=tiny", "--batch_size=32",
            f"--init_from={tmp_path / 'offline'}", f"--workdir={workdir}", "--no_progress", "--eval_episodes=0",
-           "--min_online=20", "--checkpoint_every=10", "--max_actor_lead=10", "--env_steps=100000"]
+           "--min_online=20", "--checkpoint_every=10", "--max_actor_lead=10", "--env_steps=100000",
+           "--online_gate=off"]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while len(list_raw_episodes(workdir / "episodes")) < 2:
