@@ -166,6 +166,9 @@ class TrainConfig:
     Attributes:
       batch_size: transitions per update (256).
       learning_rate: Adam learning rate, actor and critic (3e-4).
+      critic_warmup_steps: learner steps at the start of the offline and of the online stage
+        that update the critic only: the actor does not follow a critic that has not yet fitted
+        the stage's data (offline: from a random critic; online: the policy's own states). 0 = none.
       seed: master seed.
       log_every, eval_every, checkpoint_every: in learner steps.
       eval_episodes: episodes per periodic evaluation.
@@ -174,6 +177,7 @@ class TrainConfig:
 
     batch_size: int = 256
     learning_rate: float = 3e-4
+    critic_warmup_steps: int = 0
     seed: int = 42
     log_every: int = 50
     eval_every: int = 1000
@@ -199,8 +203,6 @@ class OnlineConfig:
       max_actor_lead: > 0: the actor blocks this many env steps ahead of the learner's budget
         (a robot too; lockstep sets it to `lockstep_lead`); 0 = never.
       min_online: online transitions before learning starts.
-      critic_warmup_updates: learner steps at the start that update the critic only (the actor
-        keeps its offline parameters while the critic sees the policy's own states).
       reset_optimizer: start with fresh Adam states (the reference code does).
     Bookkeeping and deployment (may change on resume):
       gate: the check of the offline policy before the online stage (`agents/stage_gate.py`):
@@ -230,7 +232,6 @@ class OnlineConfig:
     lockstep_lead: int = 2
     max_actor_lead: int = 0
     min_online: int = 100
-    critic_warmup_updates: int = 0
     reset_optimizer: bool = True
     gate: str = "refuse"
     gate_episodes: int = 10

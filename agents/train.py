@@ -57,7 +57,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any config field (agents/config.py), e.g. --set loss.q_normalize=true "
-                             "--set online.critic_warmup_updates=200; repeatable")
+                             "--set train.critic_warmup_steps=200; repeatable")
     online = parser.add_argument_group("online stage (HIL-ConRFT)")
     online.add_argument("--env_steps", type=int, default=2000, help="robot steps to collect")
     online.add_argument("--teleop", default="scripted_intervention",

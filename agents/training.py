@@ -409,9 +409,12 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
             export_policy(options.workdir, export.backbone_params, s.head_params,
                           _export_meta(meta, export.cameras, spec, step))
 
+        def step_fn(s):  # the first critic_warmup_steps steps train the critic only
+            return learner.step(s, next(batches), update_actor=int(s.step) >= config.train.critic_warmup_steps)
+
         _, final = run_loop(name="offline", state=state, start_step=start_step, options=options, config=config,
-                            step_fn=lambda s: learner.step(s, next(batches)), checkpointer=checkpointer, meta=meta,
-                            evaluate_fn=evaluate_fn, export_fn=export_fn)
+                            step_fn=step_fn, checkpointer=checkpointer, meta=meta, evaluate_fn=evaluate_fn,
+                            export_fn=export_fn)
     finally:
         server.stop()
         checkpointer.close()

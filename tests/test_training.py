@@ -104,6 +104,23 @@ def test_mismatched_dataset_is_refused(demos, sft_run, tmp_path):
                              loss_preset("paper", "offline"))
 
 
+def test_critic_warmup_leaves_the_actor_untouched(demos, embedded, tmp_path):
+    from vlarft.agents.export import load_policy_export
+
+    root, _ = demos
+    config = tiny_config()
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, critic_warmup_steps=3))
+    run = lambda steps, name: training.run_offline(training.StageOptions(
+        dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / name), steps=steps, eval_episodes=0,
+        show_progress=False), config, loss_preset("paper", "offline"))
+    run(3, "warm")
+    same = lambda a, b: all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, a, b)))
+    sft_head = load_policy_export(root / "sft").head_params
+    assert same(load_policy_export(tmp_path / "warm").head_params, sft_head)  # critic-only so far
+    run(5, "warm")  # resumes at step 3: the actor learns from here on
+    assert not same(load_policy_export(tmp_path / "warm").head_params, sft_head)
+
+
 def test_a_stage_refuses_other_networks_than_its_policy_was_trained_with(embedded, tmp_path):
     options = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=1,
                                     eval_episodes=0, show_progress=False)

@@ -34,18 +34,18 @@ class LearnerLoop:
       max_steps: stop at this learner step (None: with collection).
       progress: () -> the number shown on the progress bar (env steps or learner steps).
       publish_every, log_every, checkpoint_every: in learner steps.
-      critic_warmup_updates: learner steps, counted from the first one, that update the critic only.
+      actor_from: the first learner step that updates the actor (earlier ones warm the critic up).
     """
 
     def __init__(self, learner, state, batches, store: ReverbParameterStore, save: Callable[[Any], None],
                  log: TrainingLog, record: OnlineRecord, *, done: Callable[[], bool], max_steps: int | None,
                  progress: Callable[[], int], publish_every: int, log_every: int, checkpoint_every: int,
-                 critic_warmup_updates: int = 0):
+                 actor_from: int = 0):
         self.learner, self.state, self.batches, self.store = learner, state, batches, store
         self.save, self.log, self.record = save, log, record
         self.done, self.max_steps, self.progress = done, max_steps, progress
         self.publish_every, self.log_every, self.checkpoint_every = publish_every, log_every, checkpoint_every
-        self.actor_from = int(state.step) + critic_warmup_updates
+        self.actor_from = actor_from
         self.updates = 0  # learner steps this run made
 
     def run(self) -> Any:

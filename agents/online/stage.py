@@ -139,7 +139,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
                            progress=(lambda: actor.total_steps) if actor else (lambda: int(loop.state.step)),
                            publish_every=online.publish_every, log_every=config.train.log_every,
                            checkpoint_every=config.train.checkpoint_every,
-                           critic_warmup_updates=0 if resumed else online.critic_warmup_updates)
+                           actor_from=int(export.meta.get("learner_step", 0)) + config.train.critic_warmup_steps)
         try:
             state = loop.run()
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the actor ends its episode (written), then save all
