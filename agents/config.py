@@ -166,6 +166,10 @@ class TrainConfig:
     Attributes:
       batch_size: transitions per update (256).
       learning_rate: Adam learning rate, actor and critic (3e-4).
+      policy_ema: the acting policy is an exponential moving average of the trained head,
+        updated every learner step with this decay (0 = the trained head itself). A policy fitted
+        to a few demonstrations succeeds or fails in closed loop on small parameter changes, so
+        SGD noise alone makes nearby checkpoints differ by tens of points; the average does not.
       critic_warmup_steps: learner steps at the start of the offline and of the online stage
         that update the critic only: the actor does not follow a critic that has not yet fitted
         the stage's data (offline: from a random critic; online: the policy's own states). 0 = none.
@@ -177,6 +181,7 @@ class TrainConfig:
 
     batch_size: int = 256
     learning_rate: float = 3e-4
+    policy_ema: float = 0.0
     critic_warmup_steps: int = 0
     seed: int = 42
     log_every: int = 50

@@ -29,7 +29,8 @@ class LearnerState:
     """Everything an exact resume needs."""
 
     step: jax.Array  # learner steps done
-    head_params: Any
+    head_params: Any  # the trained actor head
+    policy_params: Any  # the head that acts, is evaluated and exported (EMA of head_params, TrainConfig.policy_ema)
     critic_params: Any
     target_critic_params: Any
     head_opt: Any
@@ -119,13 +120,15 @@ class Learner:
         head_params = self.head.init(k_head, batch["actions"], self.config.head.sigma_max, obs["embedding"],
                                      obs["state"])["params"]
         critic_params = self.critic.init(k_critic, obs, batch["actions"])["params"]
-        return LearnerState(step=jnp.zeros((), jnp.int32), head_params=head_params, critic_params=critic_params,
+        return LearnerState(step=jnp.zeros((), jnp.int32), head_params=head_params, policy_params=head_params,
+                            critic_params=critic_params,
                             target_critic_params=critic_params, head_opt=self.head_tx.init(head_params),
                             critic_opt=self.critic_tx.init(critic_params), rng=rng)
 
     def with_head(self, state: LearnerState, head_params) -> LearnerState:
-        """`state` with the actor head replaced (e.g. by the SFT head) and its optimiser reset."""
-        return state.replace(head_params=head_params, head_opt=self.head_tx.init(head_params))
+        """`state` with the actor head (and the acting policy) replaced, e.g. by the SFT head, and its
+        optimiser reset."""
+        return state.replace(head_params=head_params, policy_params=head_params, head_opt=self.head_tx.init(head_params))
 
     def reset_optimizers(self, state: LearnerState) -> LearnerState:
         return state.replace(head_opt=self.head_tx.init(state.head_params),
@@ -145,7 +148,9 @@ class Learner:
             joint = update_actor and index == self.updates_per_step - 1
             state, update_metrics = self._update(state, batch, update_actor=joint)
             metrics.update(update_metrics)
-        return state.replace(step=state.step + 1), metrics
+        decay = self.config.train.policy_ema
+        policy = optax.incremental_update(state.head_params, state.policy_params, 1.0 - decay) if decay else state.head_params
+        return state.replace(step=state.step + 1, policy_params=policy), metrics
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
         batch = loss_batch(item, self.state_mean, self.state_std, self.online_source, self.loss.online_bc_weight,
@@ -205,5 +210,5 @@ class Learner:
         return np.asarray(self._eval_actions(head_params, jnp.asarray(embedding), normalized))
 
     def bc_error(self, state: LearnerState, embedding, raw_state, actions) -> float:
-        """Mean squared error of the deterministic one-step action against dataset actions."""
-        return float(np.mean((self.eval_actions(state.head_params, embedding, raw_state) - np.asarray(actions)) ** 2))
+        """Mean squared error of the acting policy's deterministic one-step action against dataset actions."""
+        return float(np.mean((self.eval_actions(state.policy_params, embedding, raw_state) - np.asarray(actions)) ** 2))

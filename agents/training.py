@@ -401,12 +401,12 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
         held_out = embedded_steps(options.dataset_dir, held_out_split(options.dataset_dir))
 
         def evaluate_fn(s, step):
-            policy = builder.make_policy(s.head_params)
+            policy = builder.make_policy(s.policy_params)
             bc = learner.bc_error(s, held_out["embedding"], held_out["state"], held_out["action"])
             return {"bc_action_mse": bc, **robot_evaluation(policy, options, config, spec, step)}
 
         def export_fn(s, step):
-            export_policy(options.workdir, export.backbone_params, s.head_params,
+            export_policy(options.workdir, export.backbone_params, s.policy_params,
                           _export_meta(meta, export.cameras, spec, step))
 
         def step_fn(s):  # the first critic_warmup_steps steps train the critic only

@@ -171,6 +171,25 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path):
     assert not all(jax.tree_util.tree_leaves(changed))  # the step did change the actor
 
 
+def test_the_acting_policy_is_an_exponential_moving_average_of_the_trained_head():
+    def learner_with(ema):
+        config = tiny_config(policy_ema=ema)
+        return Learner(config, loss_preset("paper", "offline"), 7, ("front", "wrist"), np.zeros(19), np.ones(19),
+                       rows_per_source=(16,))
+
+    plain, averaged = learner_with(0.0), learner_with(0.75)
+    start = plain.init(jax.random.PRNGKey(0), fake_batch(0))
+    item = step_item(fake_batch(1), fake_batch(2))
+    stepped, _ = plain.step(start, item)
+    assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, stepped.policy_params,
+                                                                stepped.head_params)))
+    smoothed, _ = averaged.step(start, item)  # same update, then policy = 0.75 old + 0.25 new head
+    expected = jax.tree_util.tree_map(lambda old, new: 0.75 * old + 0.25 * new, start.policy_params,
+                                      smoothed.head_params)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                           smoothed.policy_params, expected)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     config = tiny_config(checkpoint_every=1, log_every=1)
     checkpointer = Checkpointer(tmp_path / "ckpt")

@@ -63,7 +63,7 @@ class LearnerLoop:
             self.state, step = new_state, step + 1
             self.updates += 1
             if step % self.publish_every == 0:
-                self.store.publish(new_state.head_params, step)
+                self.store.publish(new_state.policy_params, step)
             if step % self.log_every == 0:
                 self.log.scalars(step, metrics, prefix="train/")
             if step % self.checkpoint_every == 0:

@@ -113,7 +113,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         restored = _restored_publication(store)  # a restored replay checkpoint: keep its durable watermarks
         if restored is not None:
             store.durable = restored.durable
-        store.publish(state.head_params, first_step)
+        store.publish(state.policy_params, first_step)
         meta = {**export.meta, "stage": "online", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "offline_from": os.path.abspath(options.init_from)}
 
@@ -124,7 +124,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         saver = DurableSaver(server.client, store, checkpoint, online.max_actors)
 
         def save(s):
-            saver.save(s, s.head_params, int(s.step))
+            saver.save(s, s.policy_params, int(s.step))
             record.drain(log)
 
         actor = None
@@ -156,8 +156,9 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         save(state)  # also the last publication: the final evaluation scores this version
         if online.role == "learner":
             time.sleep(1.0)  # remote actors wait to see their final durable watermark before exiting
-        final = training.robot_evaluation(builder.make_policy(state.head_params), options, config, spec, int(state.step))
-        export_policy(options.workdir, export.backbone_params, state.head_params,
+        final = training.robot_evaluation(builder.make_policy(state.policy_params), options, config, spec,
+                                          int(state.step))
+        export_policy(options.workdir, export.backbone_params, state.policy_params,
                       {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
         replay = builder.replay_config()
         replay_sizes = {name: _table_size(server, name) for name in (replay.online_table, replay.demo_table)}
@@ -194,7 +195,7 @@ def _check_offline_policy(options, config: AgentConfig, learner, builder: ConRFT
                                        config.returns)
     simulated = _env_name(options, export).startswith(("sim:", "gym:"))  # never a real robot without a human
     verdict = stage_gate.check_offline_policy(
-        learner, offline_state.head_params, sft.head_params, offline_state.critic_params, held_out,
+        learner, offline_state.policy_params, sft.head_params, offline_state.critic_params, held_out,
         make_policy=builder.make_policy, env_factory=training.eval_env_factory(options, spec) if simulated else None,
         episodes=online.gate_episodes)
     stage_gate.enforce(verdict, online.gate, log=lambda text: print(text, file=sys.stderr, flush=True))
