@@ -115,6 +115,8 @@ class LossConfig:
         interventions), relative to demo and intervention rows. 1 = BC on the whole mixed batch
         (paper and reference code); 0 = BC only on demonstrations and interventions (a variant
         of the reference's forks, so the actor does not imitate its own exploration).
+      intervention_bc_weight: weight of the BC term on human-intervention rows (in the demo and
+        the online table) relative to demonstrations (1: imitate the corrections like demos).
       q_normalize: divide the Q term by stop_gradient(mean |Q|) of the batch (TD3+BC), so
         q_weight is a BC:Q trade-off independent of the reward scale (reference code: no).
       actor_q_reduction: how the actor's Q term reduces the ensemble: "mean" (reference) or
@@ -132,6 +134,7 @@ class LossConfig:
     bc_weight: float = 1.0
     q_weight: float = 0.1
     online_bc_weight: float = 1.0
+    intervention_bc_weight: float = 1.0
     q_normalize: bool = False
     actor_q_reduction: str = "mean"
     cql_n_actions: int = 10

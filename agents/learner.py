@@ -39,13 +39,15 @@ class LearnerState:
 
 
 def loss_batch(item: Mapping, state_mean, state_std, online_source: int | None = None,
-               online_bc_weight: float = 1.0, returns: ReturnConfig = ReturnConfig()) -> dict:
+               online_bc_weight: float = 1.0, returns: ReturnConfig = ReturnConfig(),
+               intervention_bc_weight: float = 1.0) -> dict:
     """A replay batch (`datasets/replay` item layout) -> the layout `agents/losses.py` reads,
     with proprio z-scored by the dataset statistics and rewards shaped as the Monte-Carlo returns
     stored with the items were (`returns`: r * reward_scale + reward_bias), so the TD target and
     the Cal-QL bound live on one scale. With `online_source` (the `source` index of the online
     table) and `online_bc_weight` != 1, `bc_row_weights` weighs the BC term of online rows that
-    are not human interventions."""
+    are not human interventions; with `intervention_bc_weight` != 1, that of human-intervention
+    rows (from either table)."""
 
     def observation(obs):
         out = dict(obs)
@@ -60,9 +62,14 @@ def loss_batch(item: Mapping, state_mean, state_std, online_source: int | None =
         "discounts": item["discount"],
         "mc_returns": item["mc_return"],
     }
+    weights = jnp.ones_like(batch["rewards"])
+    human = item["intervention"].astype(bool)
     if online_source is not None and online_bc_weight != 1.0 and "source" in item:
-        own = (item["source"] == online_source) & ~item["intervention"].astype(bool)
-        batch["bc_row_weights"] = jnp.where(own, online_bc_weight, 1.0)
+        weights = jnp.where((item["source"] == online_source) & ~human, online_bc_weight, weights)
+    if intervention_bc_weight != 1.0:
+        weights = jnp.where(human, intervention_bc_weight, weights)
+    if online_bc_weight != 1.0 or intervention_bc_weight != 1.0:
+        batch["bc_row_weights"] = weights
     return batch
 
 
@@ -154,7 +161,7 @@ class Learner:
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
         batch = loss_batch(item, self.state_mean, self.state_std, self.online_source, self.loss.online_bc_weight,
-                           self.config.returns)
+                           self.config.returns, self.loss.intervention_bc_weight)
         rng, k_crop, k_critic, k_actor = jax.random.split(state.rng, 4)
         if self.config.critic.input == "pixels":
             k_obs, k_next = jax.random.split(k_crop)

@@ -92,6 +92,10 @@ def test_bc_row_weights_restrict_the_bc_term_to_chosen_rows():
     weights = loss_batch(item, jnp.zeros(S), jnp.ones(S), online_source=0, online_bc_weight=0.25)["bc_row_weights"]
     assert weights.tolist() == [0.25, 1.0, 1.0, 1.0]
     assert "bc_row_weights" not in loss_batch(item, jnp.zeros(S), jnp.ones(S), online_source=0)
+    # Human corrections weighed on their own, whichever table they came from.
+    weights = loss_batch(item, jnp.zeros(S), jnp.ones(S), online_source=0, online_bc_weight=0.25,
+                         intervention_bc_weight=0.0)["bc_row_weights"]
+    assert weights.tolist() == [0.25, 0.0, 1.0, 0.0]
 
 
 def test_td_rewards_are_shaped_like_the_monte_carlo_returns():
