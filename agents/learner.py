@@ -62,14 +62,13 @@ def loss_batch(item: Mapping, state_mean, state_std, online_source: int | None =
         "discounts": item["discount"],
         "mc_returns": item["mc_return"],
     }
+    if online_bc_weight == 1.0 and intervention_bc_weight == 1.0:
+        return batch
     weights = jnp.ones_like(batch["rewards"])
     human = item["intervention"].astype(bool)
-    if online_source is not None and online_bc_weight != 1.0 and "source" in item:
+    if online_source is not None and "source" in item:
         weights = jnp.where((item["source"] == online_source) & ~human, online_bc_weight, weights)
-    if intervention_bc_weight != 1.0:
-        weights = jnp.where(human, intervention_bc_weight, weights)
-    if online_bc_weight != 1.0 or intervention_bc_weight != 1.0:
-        batch["bc_row_weights"] = weights
+    batch["bc_row_weights"] = jnp.where(human, intervention_bc_weight, weights)
     return batch
 
 
