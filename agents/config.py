@@ -117,6 +117,10 @@ class LossConfig:
         of the reference's forks, so the actor does not imitate its own exploration).
       intervention_bc_weight: weight of the BC term on human-intervention rows (in the demo and
         the online table) relative to demonstrations (1: imitate the corrections like demos).
+      awr_temperature: > 0: weigh every BC row by exp(advantage / (T mean|Q|)) (advantage-weighted
+        regression: imitate the data actions the critic ranks above the policy's), capped at
+        `awr_max_weight`; 0 = plain BC.
+      awr_max_weight: cap of those weights.
       q_normalize: divide the Q term by stop_gradient(mean |Q|) of the batch (TD3+BC), so
         q_weight is a BC:Q trade-off independent of the reward scale (reference code: no).
       actor_q_reduction: how the actor's Q term reduces the ensemble: "mean" (reference) or
@@ -135,6 +139,8 @@ class LossConfig:
     q_weight: float = 0.1
     online_bc_weight: float = 1.0
     intervention_bc_weight: float = 1.0
+    awr_temperature: float = 0.0
+    awr_max_weight: float = 20.0
     q_normalize: bool = False
     actor_q_reduction: str = "mean"
     cql_n_actions: int = 10

@@ -142,6 +142,28 @@ def critic_loss(critic_apply: Callable, critic_params, target_critic_params, hea
     return loss, metrics
 
 
+def advantage_weights(critic_apply: Callable, critic_params, head_apply: Callable, head_params, batch: dict, rng,
+                      loss_cfg: LossConfig, head_cfg: ConsistencyConfig) -> tuple[jax.Array, dict]:
+    """Advantage-weighted BC row weights (AWR/AWAC): w = min(exp(A / (T mean|Q|)), w_max), with
+    A = Q(s, a) - Q(s, a_pi) (ensemble means, a_pi a one-step policy sample; no gradient) and
+    T = `awr_temperature` relative to the batch's mean |Q|, so it does not depend on the reward
+    scale. Imitation then favours the data actions the critic ranks above the policy's own: the
+    actor improves from data without following the critic's gradient to actions no data shows."""
+    obs, actions = batch["observations"], batch["actions"]
+    k_pi, k_q = jax.random.split(rng)
+    params = {"params": jax.lax.stop_gradient(critic_params)}
+    a_pi = sample_actions(head_apply, jax.lax.stop_gradient(head_params), obs["embedding"], obs["state"], k_pi,
+                          head_cfg, actions.shape[-1])
+    q = critic_apply(params, obs, jnp.stack([actions, a_pi], axis=1), train=True, rngs={"dropout": k_q})  # [K, B, 2]
+    q = jnp.mean(q, axis=0)
+    advantage = q[:, 0] - q[:, 1]
+    scale = jnp.mean(jnp.abs(q)) + 1e-6
+    weights = jnp.minimum(jnp.exp(advantage / (loss_cfg.awr_temperature * scale)), loss_cfg.awr_max_weight)
+    weights = jax.lax.stop_gradient(weights)
+    return weights, {"advantage": jnp.mean(advantage), "awr_weight_mean": jnp.mean(weights),
+                     "awr_weight_max": jnp.max(weights)}
+
+
 def actor_terms(head_apply: Callable, head_params, critic_apply: Callable | None, critic_params, batch: dict,
                 rng, loss_cfg: LossConfig, head_cfg: ConsistencyConfig) -> tuple[tuple[jax.Array, jax.Array], dict]:
     """The two weighted terms of the actor loss, (bc_weight * L_BC, q_weight * L_Q), and metrics.
@@ -151,14 +173,21 @@ def actor_terms(head_apply: Callable, head_params, critic_apply: Callable | None
     (stop_gradient). With `q_normalize`, L_Q is divided by stop_gradient(mean_b |reduce_k Q|)
     (TD3+BC), so eta sets the BC:Q trade-off whatever the reward scale. With q_weight == 0 (SFT)
     the critic is not evaluated (critic_apply and critic_params may be None).
+    With `awr_temperature` > 0 the BC rows are also weighted by `advantage_weights`.
     Metrics: bc_loss, bc_mse, and with a Q term q_loss, q_pi, q_scale, saturation (share of
     sampled action entries at the box, |a| >= 0.999) and saturation_max_dim (the most
-    saturated dimension's share).
+    saturated dimension's share); with advantage weights advantage, awr_weight_mean/max.
     """
     obs, actions = batch["observations"], batch["actions"]
-    k_bc, k_pi, k_q = jax.random.split(rng, 3)
-    bc, metrics = consistency_bc_loss(head_apply, head_params, obs["embedding"], obs["state"], actions, k_bc,
-                                      head_cfg, batch.get("bc_row_weights"))
+    k_bc, k_pi, k_q, k_awr = jax.random.split(rng, 4)
+    rows, metrics = batch.get("bc_row_weights"), {}
+    if loss_cfg.awr_temperature > 0:
+        weights, metrics = advantage_weights(critic_apply, critic_params, head_apply, head_params, batch, k_awr,
+                                             loss_cfg, head_cfg)
+        rows = weights if rows is None else rows * weights
+    bc, bc_metrics = consistency_bc_loss(head_apply, head_params, obs["embedding"], obs["state"], actions, k_bc,
+                                         head_cfg, rows)
+    metrics.update(bc_metrics)
     q_term = jnp.zeros((), bc.dtype)
     if loss_cfg.q_weight != 0:
         a_pi = sample_actions(head_apply, head_params, obs["embedding"], obs["state"], k_pi, head_cfg,

@@ -243,3 +243,26 @@ def test_bc_loss_reads_the_unbounded_output_with_the_straight_through_bound(nets
             pushed)
         bias_grad = float(grad["out"]["bias"][0])
         assert (bias_grad > 0) == expect_gradient, (bound, bias_grad)  # > 0: descent lowers the output
+
+
+def test_advantage_weights_favour_the_actions_the_critic_ranks_higher(nets):
+    head, _, head_params, _, batch = nets
+
+    def quadratic_critic(variables, observation, actions, train=False, rngs=None):
+        """One member: Q(s, a) = 1 - |a|^2, best at a = 0."""
+        return (1.0 - jnp.sum(actions ** 2, axis=-1))[None]
+
+    data = batch["actions"].at[0].set(0.0).at[1].set(0.9)  # the best action and a poor one
+    rows = dict(batch, actions=data)
+    cfg = LossConfig(awr_temperature=0.1, awr_max_weight=5.0)
+    weights, m = losses.advantage_weights(quadratic_critic, {}, head.apply, head_params, rows, jax.random.PRNGKey(5),
+                                          cfg, head.config)
+    assert weights.shape == (B,) and float(jnp.max(weights)) <= 5.0 and float(jnp.min(weights)) >= 0.0
+    assert float(weights[0]) > float(weights[1])
+    assert {"advantage", "awr_weight_mean", "awr_weight_max"} <= set(m)
+    # In the actor loss the weights multiply the BC rows: the term changes, the Q term is untouched.
+    (bc_plain, _), _ = losses.actor_terms(head.apply, head_params, quadratic_critic, {}, rows, jax.random.PRNGKey(6),
+                                          LossConfig(q_weight=0.0), head.config)
+    (bc_awr, _), m = losses.actor_terms(head.apply, head_params, quadratic_critic, {}, rows, jax.random.PRNGKey(6),
+                                        dataclasses.replace(cfg, q_weight=0.0), head.config)
+    assert float(bc_awr) != pytest.approx(float(bc_plain)) and "awr_weight_mean" in m
