@@ -42,7 +42,7 @@ class SFTLearner:
 
     def init(self, rng: jax.Array, batch: Mapping) -> SFTState:
         k_backbone, k_head, rng = jax.random.split(rng, 3)
-        backbone_params = self.backbone.init(k_backbone, *_backbone_inputs(batch), **_language(batch))["params"]
+        backbone_params = self.backbone.init(k_backbone, *backbone_inputs(batch), **_language(batch))["params"]
         embedding = embed(self.backbone, backbone_params, batch)
         head_params = self.head.init(k_head, batch["action"], self.config.head.sigma_max, embedding,
                                      batch["state"][:, -1])["params"]
@@ -54,7 +54,7 @@ class SFTLearner:
 
     def _loss(self, params, batch, rng):
         k_dropout, k_bc = jax.random.split(rng)
-        embedding = self.backbone.apply({"params": params["backbone"]}, *_backbone_inputs(batch), train=True,
+        embedding = self.backbone.apply({"params": params["backbone"]}, *backbone_inputs(batch), train=True,
                                         rngs={"dropout": k_dropout}, **_language(batch))
         loss, metrics = losses.consistency_bc_loss(self.head.apply, params["head"], embedding, batch["state"][:, -1],
                                                    batch["action"], k_bc, self.config.head)
@@ -77,7 +77,7 @@ class SFTLearner:
         return float(jnp.mean((self._eval_actions(state.params, batch) - batch["action"]) ** 2))
 
 
-def _backbone_inputs(batch: Mapping) -> tuple:
+def backbone_inputs(batch: Mapping) -> tuple:
     return batch["images"], batch["state"], batch["text_ids"], batch["text_mask"], batch["timestep_mask"]
 
 
@@ -88,4 +88,4 @@ def _language(batch: Mapping) -> dict:
 
 def embed(backbone: VLABackbone, backbone_params, batch: Mapping):
     """The frozen backbone's readout embedding of a window batch."""
-    return backbone.apply({"params": backbone_params}, *_backbone_inputs(batch), **_language(batch))
+    return backbone.apply({"params": backbone_params}, *backbone_inputs(batch), **_language(batch))

@@ -3,6 +3,7 @@
 import dataclasses
 import zlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,8 @@ from vlarft.agents.networks import (ConsistencyHead, Critic, VLABackbone, attent
                                     load_backbone_params, load_encoder_params, multistep_sigmas, random_crop,
                                     sample_actions, save_backbone_params, save_encoder_params, scalings,
                                     time_features, token_layout, tokenize)
+from vlarft.agents.networks.backbone import PatchEmbedding, TransformerBlock, attention_bias
+from vlarft.agents.networks.common import dense
 
 TINY = get_config("tiny")
 A, B, S, E = 7, 4, 19, 64
@@ -284,6 +287,65 @@ def test_backbone_attention_rules(backbone):
     kind, _ = token_layout(num_task, (tokens.shape[1] - num_task) // 2 - 1, 1, 2)
     np.testing.assert_allclose(poked_tokens[:, kind != 2], tokens[:, kind != 2], atol=1e-5)
     assert not np.allclose(poked_tokens[:, kind == 2], tokens[:, kind == 2], atol=1e-3)
+
+
+def test_patch_embedding_is_the_strided_conv():
+    """The einsum patchify computes nn.Conv(kernel = stride = p, VALID) with its parameters and
+    initial values, so checkpoints of either load into the other."""
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 36, 20, 3), minval=-1, maxval=1)  # remainders dropped
+    conv, fast = nn.Conv(8, (8, 8), (8, 8), padding="VALID"), PatchEmbedding(8, 8)
+    params = conv.init(jax.random.PRNGKey(1), x)
+    same = jax.tree_util.tree_map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
+                                  params, fast.init(jax.random.PRNGKey(1), x))
+    assert all(jax.tree_util.tree_leaves(same))
+    np.testing.assert_allclose(fast.apply(params, x), conv.apply(params, x), atol=1e-5)
+    grad = lambda module: jax.grad(lambda p: jnp.sum(module.apply(p, x) * jnp.arange(8.0)))(params)["params"]
+    for key in ("kernel", "bias"):
+        np.testing.assert_allclose(grad(fast)[key], grad(conv)[key], rtol=1e-4, atol=1e-5)
+
+
+class ReferenceBlock(nn.Module):
+    """The backbone block as written with flax's own attention (boolean mask)."""
+
+    width: int
+    heads: int
+    mlp_ratio: int
+
+    @nn.compact
+    def __call__(self, x, mask):
+        y = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.width, deterministic=True,
+                                            kernel_init=nn.initializers.xavier_uniform(),
+                                            name="attention")(nn.LayerNorm(name="norm1")(x), mask=mask)
+        x = x + y
+        y = nn.gelu(dense(self.mlp_ratio * self.width, name="mlp1")(nn.LayerNorm(name="norm2")(x)))
+        return x + dense(self.width, name="mlp2")(y)
+
+
+def test_transformer_block_is_flax_attention_with_a_fused_projection():
+    """Same parameter tree, initial values and function as flax's MultiHeadDotProductAttention
+    block; with `queries`, exactly those rows of the full output."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 16))
+    mask = (jax.random.uniform(jax.random.PRNGKey(1), (2, 1, 9, 9)) > 0.5) | jnp.eye(9, dtype=bool)
+    reference, fast = ReferenceBlock(16, 2, 4), TransformerBlock(16, 2, 4, 0.0)
+    params = reference.init(jax.random.PRNGKey(2), x, mask)
+    same = jax.tree_util.tree_map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
+                                  params, fast.init(jax.random.PRNGKey(2), x, attention_bias(mask)))
+    assert all(jax.tree_util.tree_leaves(same))
+    expected = reference.apply(params, x, mask)
+    np.testing.assert_allclose(fast.apply(params, x, attention_bias(mask)), expected, atol=1e-5)
+    rows = np.array([2, 5, 8])
+    np.testing.assert_allclose(fast.apply(params, x, attention_bias(mask)[:, :, rows], queries=rows),
+                               expected[:, rows], atol=1e-5)
+
+
+def test_backbone_computes_only_the_readouts_it_returns(backbone):
+    """The last block runs only the returned readouts: the same embeddings as the full token
+    sequence (computed when it is asked for as an intermediate)."""
+    module, params, apply = backbone
+    inputs = dict(backbone_inputs(seed=3), timestep_mask=jnp.array([[False, True], [True, True]]))
+    full, _ = apply(params, inputs)
+    np.testing.assert_allclose(module.apply({"params": params}, **inputs, all_frames=True), full, atol=1e-5)
+    np.testing.assert_allclose(module.apply({"params": params}, **inputs), full[:, -1], atol=1e-5)
 
 
 def test_attention_mask_by_hand():

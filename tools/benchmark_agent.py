@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +22,7 @@ import numpy as np
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
+from vlarft.tools.benchmark_utils import timed
 
 CAMERAS = ("front", "wrist")
 
@@ -40,16 +40,6 @@ def replay_like_batch(rng, batch: int, embedding: int, image_size: int, pixels: 
             "action": jnp.asarray(rng.uniform(-1, 1, (batch, 7)), jnp.float32),
             "reward": jnp.zeros(batch, jnp.float32), "discount": jnp.ones(batch, jnp.float32),
             "mc_return": jnp.zeros(batch, jnp.float32), "intervention": jnp.zeros(batch, bool)}
-
-
-def timed(fn, repeats: int) -> float:
-    """Seconds per call after a warm-up (compilation) call."""
-    jax.block_until_ready(fn())
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / repeats
 
 
 def learner_updates_per_s(config_name: str, critic_input: str, batch: int, image_size: int, repeats: int) -> float:

@@ -61,6 +61,41 @@ def attention_mask(kind: np.ndarray, frame: np.ndarray, task_mask, timestep_mask
     return (jnp.asarray(rules)[None] & key_valid[:, None, :]) | jnp.eye(len(kind), dtype=bool)[None]
 
 
+MASKED = -1e30  # additive attention bias of a masked key: exp() underflows to exactly 0
+
+
+def attention_bias(mask):
+    """The additive form of a bool attention mask: 0 where attended, MASKED elsewhere (float32).
+
+    Built once per forward pass and shared by every block (cheaper than a select per block and
+    its gradient); softmax gives masked keys exactly zero weight, as masking with a select does.
+    """
+    return jnp.where(mask, 0.0, MASKED).astype(jnp.float32)
+
+
+class PatchEmbedding(nn.Module):
+    """Non-overlapping p x p patches -> `features`: [N, H, Wd, C] -> [N, H // p, Wd // p, features].
+
+    The function and the parameters (`kernel` [p, p, C, features], `bias` [features], same
+    initialisers) of `nn.Conv(features, (p, p), strides=(p, p), padding="VALID")`, computed as one
+    contraction of each patch's pixels with the kernel: several times cheaper than XLA's strided
+    convolution and its kernel gradient on a CPU, and checkpoint-compatible with it.
+    """
+
+    features: int
+    patch: int
+
+    @nn.compact
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        p = self.patch
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, c, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        rows, cols = h // p, w // p
+        patches = x[:, :rows * p, :cols * p].reshape(n, rows, p, cols, p, c)
+        return jnp.einsum("nihjwc,hwco->nijo", patches, kernel) + bias
+
+
 class ImageTokenizer(nn.Module):
     """uint8 [..., H, Wd, 3] -> [..., P, width]: a 3x3/2 conv stem (when `stem_features` > 0),
     then non-overlapping patches.
@@ -85,14 +120,84 @@ class ImageTokenizer(nn.Module):
             x = nn.Conv(self.stem_features, (3, 3), (2, 2), padding="SAME", name="stem")(x)
             x = nn.relu(nn.GroupNorm(min(8, self.stem_features), name="stem_norm")(x))
             patch //= 2
-        x = nn.Conv(self.width, (patch, patch), (patch, patch), padding="VALID", name="patches")(x)
+        x = PatchEmbedding(self.width, patch, name="patches")(x)
         tokens = x.reshape((x.shape[0], -1, self.width))
         tokens = tokens + self.param("pos", embed_init, tokens.shape[1:])
         return tokens.reshape(lead + tokens.shape[1:])
 
 
+class Projection(nn.Module):
+    """The parameters of a `nn.DenseGeneral` projection, returned flattened to [in, out] / [out].
+
+    kernel [*kernel_shape] (its first `inputs` axes are the input axes) and bias [*bias_shape],
+    initialised exactly as DenseGeneral does (Xavier-uniform on the flattened kernel, zero bias),
+    so parameter files of `nn.MultiHeadDotProductAttention` load unchanged.
+    """
+
+    kernel_shape: tuple[int, ...]
+    bias_shape: tuple[int, ...]
+    inputs: int = 1
+
+    @nn.compact
+    def __call__(self):
+        fan_in = int(np.prod(self.kernel_shape[:self.inputs]))
+        fan_out = int(np.prod(self.kernel_shape[self.inputs:]))
+
+        def kernel_init(rng, shape, dtype=jnp.float32):
+            return nn.initializers.xavier_uniform()(rng, (fan_in, fan_out), dtype).reshape(shape)
+
+        kernel = self.param("kernel", kernel_init, self.kernel_shape)
+        bias = self.param("bias", nn.initializers.zeros_init(), self.bias_shape)
+        return kernel.reshape(fan_in, fan_out), bias.reshape(-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with an additive mask bias: the function and parameter tree
+    (`query`, `key`, `value`: kernel [width, heads, head_dim]; `out`: kernel [heads, head_dim,
+    width]) of `nn.MultiHeadDotProductAttention(heads, qkv_features=width)`, with the three input
+    projections fused into one matmul and heads laid out batch-major, so neither pass transposes
+    inside the attention products.
+
+    `x` [B, N, width] are the tokens whose keys and values are attended to; `queries` (static
+    indices into N, None = all) the tokens whose outputs are needed; `bias` [B, 1, Nq, N].
+    """
+
+    width: int
+    heads: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, bias, queries=None, train: bool = False):
+        batch, tokens, width = x.shape
+        heads, head_dim = self.heads, width // self.heads
+        qkv = [Projection((width, heads, head_dim), (heads, head_dim), name=name)() for name in ("query", "key", "value")]
+        kernel = jnp.concatenate([k for k, _ in qkv], axis=1)
+        bias_qkv = jnp.concatenate([b for _, b in qkv])
+        if queries is None:
+            y = (x.reshape(-1, width) @ kernel + bias_qkv).reshape(batch, tokens, 3, heads, head_dim)
+            q, k, v = jnp.moveaxis(y, 2, 0).transpose(0, 1, 3, 2, 4)  # each [B, H, N, D]
+        else:  # keys and values of every token, queries of a few
+            y = (x.reshape(-1, width) @ kernel[:, width:] + bias_qkv[width:]).reshape(batch, tokens, 2, heads, head_dim)
+            k, v = jnp.moveaxis(y, 2, 0).transpose(0, 1, 3, 2, 4)
+            q = (x[:, queries] @ kernel[:, :width] + bias_qkv[:width]).reshape(batch, -1, heads, head_dim)
+            q = q.transpose(0, 2, 1, 3)
+        q = q / jnp.sqrt(head_dim).astype(x.dtype)
+        weights = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k) + bias, axis=-1)
+        if train and self.dropout > 0:  # as flax's attention: one mask shared over batch and heads
+            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, (1, 1) + weights.shape[2:])
+            weights = weights * keep / (1.0 - self.dropout)
+        out = jnp.einsum("bhqk,bhkd->bqhd", weights, v).reshape(-1, width)
+        out_kernel, out_bias = Projection((heads, head_dim, width), (width,), inputs=2, name="out")()
+        return (out @ out_kernel + out_bias).reshape(batch, -1, width)
+
+
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x)) with GELU; dropout on both."""
+    """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x)) with GELU; dropout on both.
+
+    `bias` is the additive attention mask (`attention_bias`) [B, 1, Nq, N]. With `queries`
+    (static token indices) only those tokens' outputs are computed ([B, Nq, width]); every token
+    is still attended to.
+    """
 
     width: int
     heads: int
@@ -100,13 +205,11 @@ class TransformerBlock(nn.Module):
     dropout: float
 
     @nn.compact
-    def __call__(self, x, mask, train: bool = False):
+    def __call__(self, x, bias, train: bool = False, queries=None):
         drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.width,
-                                            dropout_rate=self.dropout, deterministic=not train,
-                                            kernel_init=nn.initializers.xavier_uniform(),
-                                            name="attention")(nn.LayerNorm(name="norm1")(x), mask=mask)
-        x = x + drop(y)
+        y = SelfAttention(self.width, self.heads, self.dropout, name="attention")(
+            nn.LayerNorm(name="norm1")(x), bias, queries, train)
+        x = (x if queries is None else x[:, queries]) + drop(y)
         y = nn.gelu(dense(self.mlp_ratio * self.width, name="mlp1")(nn.LayerNorm(name="norm2")(x)))
         return x + drop(dense(self.width, name="mlp2")(drop(y)))
 
@@ -149,13 +252,22 @@ class VLABackbone(nn.Module):
         x = jnp.concatenate([task, frames.reshape(batch, -1, cfg.width)], axis=1)
 
         kind, frame = token_layout(task.shape[1], obs.shape[2], cfg.num_readouts, window)
-        mask = attention_mask(kind, frame, task_mask, timestep_mask)[:, None]  # [B, 1, N, N]
+        bias = attention_bias(attention_mask(kind, frame, task_mask, timestep_mask)[:, None])  # [B, 1, N, N]
+        # Only readouts are read out: the last block computes just those (all tokens when the
+        # final token sequence is asked for).
+        wanted = np.flatnonzero((kind == READOUT) & (all_frames | (frame == window - 1)))
+        queries = None if self.is_mutable_collection("intermediates") else wanted
         for i in range(cfg.depth):
-            x = TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout, name=f"block{i}")(x, mask, train)
+            block = TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout, name=f"block{i}")
+            if i == cfg.depth - 1 and queries is not None:
+                x = block(x, bias[:, :, queries], train, queries)
+            else:
+                x = block(x, bias, train)
         x = nn.LayerNorm(name="final_norm")(x)
-        self.sow("intermediates", "tokens", x)
-
-        readouts = x[:, np.flatnonzero(kind == READOUT)].reshape(batch, window, cfg.num_readouts, cfg.width)
+        if queries is None or cfg.depth == 0:
+            self.sow("intermediates", "tokens", x)
+            x = x[:, wanted]
+        readouts = x.reshape(batch, -1, cfg.num_readouts, cfg.width)
         frame_embeddings = readouts.mean(axis=2)
         return frame_embeddings if all_frames else frame_embeddings[:, -1]
 
