@@ -115,20 +115,26 @@ def test_different_seeds_place_the_object_within_the_randomisation_range(task):
     assert_spread_over_the_range(np.array(positions), env.task.nominal_xy, env.task.xy_range)
 
 
-def test_hang_ring_places_a_flat_ring_apart_from_the_post_at_random_yaws():
+def test_hang_ring_starts_with_the_ring_held_by_its_knob_at_random_yaws():
     env = SimRobotEnv(task="hang_ring", render_images=False)
-    task, states = env.task, []
+    task, yaws = env.task, []
     for seed in range(12):
-        env.reset(seed=seed)
-        states.append(env.privileged_state())
-    rings = np.array([s["ring_pos"] for s in states])
-    assert_spread_over_the_range(rings[:, :2], task.ring_nominal_xy, task.ring_xy_range)
-    np.testing.assert_allclose(rings[:, 2], task.tube_radius, atol=1e-3)  # lying on the table ...
-    assert all(s["ring_normal"][2] > 0.999 and not s["ring_grasped"] for s in states)  # ... flat, not held
-    yaws = np.array([s["handle_yaw"] for s in states])
-    assert np.all(np.abs(yaws) <= task.ring_yaw_range + 1e-6) and np.ptp(yaws) > task.ring_yaw_range
-    clearance = [np.linalg.norm(s["ring_pos"][:2] - s["post_top_pos"][:2]) for s in states]
-    assert min(clearance) > task.ring_radius + task.tube_radius + task.base_radius  # not on the post's base
+        obs, _ = env.reset(seed=seed)
+        start = env.privileged_state()
+        assert start["ring_grasped"] and obs["state"][state_slice("gripper")][0] < 0.5, seed  # closed on the knob
+        assert np.linalg.norm(start["knob_grasp_pos"] - start["tcp_pos"]) < 2 * task.grasp_range, seed
+        assert start["ring_normal"][2] > 0.99, seed  # hanging level off the knob
+        knob_direction = start["knob_grasp_pos"][:2] - start["ring_pos"][:2]
+        yaws.append(np.arctan2(knob_direction[1], knob_direction[0]))
+        for _ in range(5):
+            env.step(action(gripper=1))
+        held = env.privileged_state()
+        assert held["ring_grasped"] and abs(held["ring_pos"][2] - start["ring_pos"][2]) < 0.003, seed
+    assert np.all(np.abs(yaws) <= task.ring_yaw_range + 0.02) and np.ptp(yaws) > task.ring_yaw_range
+    env.step(action(gripper=-1))
+    env.step(action(gripper=-1))
+    dropped = env.privileged_state()
+    assert not dropped["ring_grasped"] and dropped["ring_pos"][2] < held["ring_pos"][2] - 0.02  # it falls
 
 
 def place_ring(env, xyz, tilt_about_x: float = 0.0) -> bool:

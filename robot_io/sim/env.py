@@ -239,8 +239,9 @@ class SimRobotEnv(gym.Env):
         self.data.joint("hand_free").qpos[:] = np.concatenate([pos, quat])
         self.data.mocap_pos[0], self.data.mocap_quat[0] = pos, quat
         self._target_pos, self._target_quat = pos.copy(), quat.copy()
-        self.data.ctrl[self._finger_act] = self._gripper_ctrl(-1.0)
-        self.data.qpos[self._finger_qpos] = self.data.ctrl[self._finger_act]
+        held = self.task.finger_pos_holding_at_reset()
+        self.data.ctrl[self._finger_act] = self._gripper_ctrl(-1.0 if held is None else 1.0)
+        self.data.qpos[self._finger_qpos] = self.data.ctrl[self._finger_act] if held is None else held
 
     def _validated(self, action) -> np.ndarray:
         action = np.asarray(action, dtype=np.float64)

@@ -73,8 +73,7 @@ def look_at_xyaxes(pos, target, up=(0.0, 0.0, 1.0)) -> str:
     return " ".join(f"{v:.5f}" for v in (*x_axis, *y_axis))
 
 
-def fmt_values(values) -> str:
-    """Numbers as an MJCF attribute value: space-separated, shortest form."""
+def _fmt(values) -> str:
     return " ".join(f"{v:g}" for v in values)
 
 
@@ -116,7 +115,7 @@ def _table_xml() -> str:
     <geom name="table" type="box" size="0.38 0.43 0.02" pos="0 0 {TABLE_TOP - 0.02:g}"
           rgba="0.62 0.5 0.36 1"/>
 {legs}
-    <camera name="front" pos="{fmt_values(_FRONT_CAM_POS)}" fovy="55"
+    <camera name="front" pos="{_fmt(_FRONT_CAM_POS)}" fovy="55"
             xyaxes="{look_at_xyaxes(_FRONT_CAM_POS, _FRONT_CAM_TARGET)}"/>"""
 
 
@@ -136,7 +135,7 @@ def _finger_xml(name: str, side: int) -> str:
 
 def _hand_xml(cfg: SceneConfig) -> str:
     """The mocap target, the welded free hand, the gripper with fingers and the wrist camera."""
-    pos = fmt_values(cfg.hand_init_pos)
+    pos = _fmt(cfg.hand_init_pos)
     cam_pos = (-0.055, 0.0, 0.0)  # in the gripper frame: behind the palm, 11.5 cm above the TCP
     cam_target = (0.0, 0.0, -FLANGE_HEIGHT - 0.03)
     cam_axes = look_at_xyaxes(cam_pos, cam_target, up=(1.0, 0.0, 0.0))
@@ -156,7 +155,7 @@ def _hand_xml(cfg: SceneConfig) -> str:
               rgba="0.86 0.86 0.88 1"/>
         <geom class="visual" type="box" size="0.01 0.012 0.012" pos="-0.052 0 0.013"
               rgba="0.15 0.15 0.15 1"/>
-        <camera name="wrist" pos="{fmt_values(cam_pos)}" fovy="75" xyaxes="{cam_axes}"/>
+        <camera name="wrist" pos="{_fmt(cam_pos)}" fovy="75" xyaxes="{cam_axes}"/>
 {fingers}
         <body name="tcp_frame" pos="0 0 {-FLANGE_HEIGHT:g}" gravcomp="1">
 {cfg.attachment_xml}

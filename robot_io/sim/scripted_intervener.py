@@ -12,7 +12,7 @@ is from done) and engages, like a person grabbing the SpaceMouse, when
 
 A trigger is acted on with `probability`, after `reaction_delay` steps; the correction burst is
 driven by an internal `ScriptedOperator` (a fresh script per burst) for `burst_steps` steps (by
-default the task's: about what the noisy operator needs for the whole task), or
+default the task's), or
 shorter once the error improved by `release_progress` (if set), then control goes back to the
 policy. At most `max_interventions` bursts per episode. Randomness comes only from `seed`.
 """
@@ -43,8 +43,9 @@ class IntervenerKnobs:
       probability: chance that a noticed problem is acted on; an ignored one is reconsidered
         after another `patience` steps (1.0 = always).
       burst_steps: longest correction burst, steps; None = the task's (`TaskMonitor.burst_steps`:
-        35 = 3.5 s for pick_cube and insert_peg, 55 for hang_ring: long enough for the noisy
-        operator to finish most episodes from the start pose).
+        35 = 3.5 s for pick_cube and insert_peg, long enough for the noisy operator to finish most
+        episodes from the start pose; 55 for hang_ring, enough to pick a dropped ring up again and
+        hang it).
       release_progress: hand back early once the task error fell this much since the burst
         began, m; None = always drive the full burst (default).
       min_burst_steps: shortest burst when `release_progress` is set, steps (5).
@@ -109,7 +110,7 @@ def _insert_peg_bad(state: dict, reference: dict, knobs: IntervenerKnobs) -> boo
 
 
 def _hang_ring_error(state: dict, task) -> float:
-    """Path still to go, m: the hand to the handle (unless the ring is held), then the ring's centre
+    """Path still to go, m: the hand to the knob (unless the ring is held), then the ring's centre
     up over the post's top (unless the hole is already around the post) and down the post to
     `success_depth` + 5 mm."""
     ring, post_top = state["ring_pos"], state["post_top_pos"]
@@ -120,7 +121,7 @@ def _hang_ring_error(state: dict, task) -> float:
     else:
         clear_z = post_top[2] + state["tube_radius"] + 0.01
         path = max(0.0, clear_z - ring[2]) + off_axis + (clear_z - goal_z)
-    reach = 0.0 if state["ring_grasped"] else float(np.linalg.norm(state["tcp_pos"] - state["handle_pos"]))
+    reach = 0.0 if state["ring_grasped"] else float(np.linalg.norm(state["tcp_pos"] - state["knob_grasp_pos"]))
     return float(reach + path)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from vlarft.robot_io.contract import ACTION_DIM
 from vlarft.robot_io.teleop.base import TeleopCommand
 
-OPEN, HALF_OPEN, CLOSED = -1.0, 0.0, 1.0
+OPEN, CLOSED = -1.0, 1.0
 Script = Iterator[np.ndarray]
 
 
@@ -68,7 +68,6 @@ class ScriptedOperator:
         self._hesitation_left = 0
         self._gripper = OPEN
         self._retry_left = False
-        self.yaw_goal = 0.0  # the TCP yaw the operator keeps (scripts turn the hand by setting it)
 
     # --- TeleopDevice ------------------------------------------------------------------------
 
@@ -76,8 +75,7 @@ class ScriptedOperator:
         """Start a new episode: a fresh script, and decide whether it will contain a re-try."""
         self._script = self._script_fn(self)
         self._hesitation_left = 0
-        self._gripper = OPEN
-        self.yaw_goal = 0.0
+        self._gripper = CLOSED if self.state()["gripper_opening"] < 0.5 else OPEN  # as the gripper is now
         self._retry_left = bool(self._rng.random() < self.knobs.retry_prob)
 
     def poll(self) -> TeleopCommand:
@@ -134,13 +132,12 @@ class ScriptedOperator:
         return self.env.privileged_state()
 
     def command(self, error: np.ndarray, gripper: float, speed: float | None = None) -> np.ndarray:
-        """Action reducing the TCP position error `error` (m), keeping the gripper upright at `yaw_goal`."""
+        """Action reducing the TCP position error `error` (m), keeping the gripper upright."""
         cfg, k = self.env.config, self.knobs
         speed = k.max_speed if speed is None else speed
         action = np.zeros(ACTION_DIM)
         action[:3] = np.clip(error / cfg.pos_scale * k.gain, -speed, speed)
-        orientation_error = self.state()["tcp_euler"] - np.array([0.0, 0.0, self.yaw_goal])
-        action[3:6] = np.clip(-0.5 * orientation_error / cfg.rot_scale, -1.0, 1.0)
+        action[3:6] = np.clip(-0.5 * self.state()["tcp_euler"] / cfg.rot_scale, -1.0, 1.0)
         action[6] = gripper
         return action
 
@@ -173,17 +170,16 @@ def _offset(key: str, xy: np.ndarray, dz: float) -> Callable[[dict], np.ndarray]
     return lambda state: state[key] + shift
 
 
-def _grasp(op: ScriptedOperator, key: str, aim: np.ndarray, open_command: float,
-           dz: float = 0.0) -> Generator[np.ndarray, None, bool]:
-    """Hover over the privileged point `key` (+ the aiming error), come down to `dz` above it with
-    the fingers at `open_command` and close. In an episode chosen for a re-try the operator is not
-    happy with the grasp: lets go and backs off. Returns whether the grasp was kept."""
-    yield from op.move(_offset(key, aim, dz + 0.07), open_command, tol=0.015)
-    yield from op.move(_offset(key, aim, dz), open_command, tol=0.006, speed=0.6, max_steps=12)
+def _grasp(op: ScriptedOperator, key: str, aim: np.ndarray) -> Generator[np.ndarray, None, bool]:
+    """Hover over the privileged point `key` (+ the aiming error), come down to it with the
+    fingers open and close. In an episode chosen for a re-try the operator is not happy with the
+    grasp: lets go and backs off. Returns whether the grasp was kept."""
+    yield from op.move(_offset(key, aim, 0.07), OPEN, tol=0.015)
+    yield from op.move(_offset(key, aim, 0.0), OPEN, tol=0.006, speed=0.6, max_steps=12)
     yield from op.hold(CLOSED, steps=3)
     if op.take_retry():
-        yield from op.hold(open_command, steps=2)
-        yield from op.move(_offset("tcp_pos", np.zeros(2), 0.05), open_command, tol=0.01, max_steps=4)
+        yield from op.hold(OPEN, steps=2)
+        yield from op.move(_offset("tcp_pos", np.zeros(2), 0.05), OPEN, tol=0.01, max_steps=4)
         return False
     return True
 
@@ -194,7 +190,7 @@ def _pick_cube_script(op: ScriptedOperator) -> Script:
     while True:
         attempt += 1
         aim = op.aim_offset(attempt)
-        if not (yield from _grasp(op, "cube_pos", aim, OPEN)):
+        if not (yield from _grasp(op, "cube_pos", aim)):
             continue
         lift_xy = op.state()["tcp_pos"][:2]
         yield from op.move(lambda s: np.array([*lift_xy, 0.14]), CLOSED, tol=0.01, speed=0.8, max_steps=12)
@@ -204,19 +200,21 @@ def _pick_cube_script(op: ScriptedOperator) -> Script:
 
 
 def _descend_along_axis(op: ScriptedOperator, aim: np.ndarray, point: str, axis_top: str, stop_depth: float,
-                        step_down: float) -> Script:
+                        step_down: float, align_tol: float = np.inf) -> Script:
     """Push the held `point` down the vertical axis through `axis_top` (aiming `aim` off it) while
-    centring it; return once it is `stop_depth` below `axis_top`, or when stuck for 3 steps."""
+    centring it, pausing the descent while it is more than `align_tol` off; return once it is
+    `stop_depth` below `axis_top`, or when stuck for 3 steps."""
     best_depth, no_progress = -np.inf, 0
     while no_progress < 3:
         state = op.state()
         depth = state[axis_top][2] - state[point][2]
         if depth > stop_depth:
             return
-        no_progress = 0 if depth > best_depth + 0.002 else no_progress + 1
-        best_depth = max(best_depth, depth)
         xy_error = state[axis_top][:2] + aim - state[point][:2]
-        yield op.command(np.array([*xy_error, -step_down]), CLOSED, speed=0.6)
+        aligned = np.linalg.norm(xy_error) <= align_tol
+        no_progress = 0 if depth > best_depth + 0.002 or not aligned else no_progress + 1
+        best_depth = max(best_depth, depth)
+        yield op.command(np.array([*xy_error, -step_down if aligned else 0.0]), CLOSED, speed=0.6)
 
 
 def _insert_peg_script(op: ScriptedOperator) -> Script:
@@ -232,47 +230,61 @@ def _insert_peg_script(op: ScriptedOperator) -> Script:
         yield from op.move(_offset("hole_top_pos", aim, 0.025), CLOSED, tol=0.01, point="peg_tip_pos", max_steps=4)
 
 
-def _ring_held(op: ScriptedOperator) -> bool:
-    return bool(op.state()["ring_grasped"])
+def _ring_held(state: dict) -> bool:
+    """Both fingers touch the ring."""
+    return bool(state["ring_grasped"])
 
 
-def _while_ring_held(op: ScriptedOperator, script: Script) -> Script:
-    """`script`, cut short as soon as the ring is no longer in the hand."""
+def _ring_held_steady(op: ScriptedOperator) -> Callable[[dict], bool]:
+    """Condition: the ring is held and has not turned by more than ~10 degrees since now (a ring
+    caught on the post's top tilts in the fingers)."""
+    normal = op.state()["ring_normal"]
+    return lambda state: _ring_held(state) and float(state["ring_normal"] @ normal) > 0.985
+
+
+def _while(op: ScriptedOperator, condition: Callable[[dict], bool], script: Script) -> Script:
+    """`script`, cut short as soon as `condition(state)` no longer holds."""
     for action in script:
-        if not _ring_held(op):
+        if not condition(op.state()):
             return
         yield action
 
 
-def _grasp_ring_handle(op: ScriptedOperator, aim: np.ndarray) -> Script:
-    """Turn to the handle's yaw, come down around it with the fingers half open, close and lift."""
-    op.yaw_goal = float(op.state()["handle_yaw"])
-    if not (yield from _grasp(op, "handle_pos", aim, HALF_OPEN, dz=0.002)):
+def _grasp_ring_knob(op: ScriptedOperator, aim: np.ndarray) -> Script:
+    """Come down around the knob, close and lift the ring above the post's height."""
+    if not (yield from _grasp(op, "knob_grasp_pos", aim)):
         return
     yield from op.move(lambda s: np.array([*s["tcp_pos"][:2], s["post_top_pos"][2] + 0.03]), CLOSED, tol=0.01,
                        speed=0.8, max_steps=8)
 
 
 def _hang_ring_script(op: ScriptedOperator) -> Script:
-    """Grasp the ring's handle, carry the hole over the post, lower it down the post and let go;
-    lift and re-aim when the ring sticks on the post's top, start over when the ring was dropped."""
+    """Carry the held ring's hole over the post, lower it down the post and let go; lift and re-aim
+    when the ring catches on the post's top; let go of a ring that turned far in the hand and pick
+    it up again by its knob, like a dropped one."""
     attempt = 0
     while True:
         attempt += 1
         aim = op.aim_offset(attempt)
-        if not _ring_held(op):
-            yield from _grasp_ring_handle(op, aim)
+        state = op.state()
+        if not _ring_held(state):
+            yield from _grasp_ring_knob(op, aim)
             continue
-        op.yaw_goal = float(op.state()["tcp_euler"][2])
+        if state["ring_normal"][2] < 0.87:  # turned more than 30 degrees in the hand: grasp it afresh
+            yield from op.hold(OPEN, steps=2)
+            yield from op.move(_offset("tcp_pos", np.zeros(2), 0.05), OPEN, tol=0.01, max_steps=3)
+            continue
         clear = op.env.task.tube_radius + 0.015  # the ring's bottom this far above the post's top
         over_post = _offset("post_top_pos", aim, clear)
-        yield from _while_ring_held(op, op.move(over_post, CLOSED, tol=0.006, point="ring_pos"))
-        depth = op.env.task.success_depth + 0.008
-        yield from _while_ring_held(op, _descend_along_axis(op, aim, "ring_pos", "post_top_pos", depth, 0.015))
+        yield from _while(op, _ring_held, op.move(over_post, CLOSED, tol=0.006, point="ring_pos"))
+        # down the post; with a re-try, the operator is not happy at the post's top and lifts to re-aim
+        depth = 0.0 if op.take_retry() else op.env.task.success_depth + 0.008
+        descend = _descend_along_axis(op, aim, "ring_pos", "post_top_pos", depth, 0.015, align_tol=0.004)
+        yield from _while(op, _ring_held_steady(op), descend)
         state = op.state()
-        if state["ring_grasped"] and state["post_top_pos"][2] - state["ring_pos"][2] > op.env.task.success_depth:
-            yield from op.hold(HALF_OPEN, steps=3)  # let go: the env ends the episode on success
-        yield from _while_ring_held(op, op.move(over_post, CLOSED, tol=0.01, point="ring_pos", max_steps=4))
+        if _ring_held(state) and state["post_top_pos"][2] - state["ring_pos"][2] > op.env.task.success_depth:
+            yield from op.hold(OPEN, steps=3)  # let go: the env ends the episode on success
+        yield from _while(op, _ring_held, op.move(over_post, CLOSED, tol=0.01, point="ring_pos", max_steps=4))
 
 
 _SCRIPTS: dict[str, Callable[[ScriptedOperator], Script]] = {

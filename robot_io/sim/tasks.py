@@ -14,7 +14,7 @@ from typing import ClassVar
 import mujoco
 import numpy as np
 
-from vlarft.robot_io.sim.scene import FINGER_INNER_OFFSET, FINGER_NAMES, HAND_INIT_POS, TABLE_TOP, fmt_values
+from vlarft.robot_io.sim.scene import FINGER_INNER_OFFSET, FINGER_NAMES, HAND_INIT_POS, TABLE_TOP
 
 
 def _in_contact(model: mujoco.MjModel, data: mujoco.MjData, geom_a: str, geom_b: str) -> bool:
@@ -50,6 +50,11 @@ class Task:
 
     def locked_finger_pos(self) -> float | None:
         """Finger position held whatever the gripper command, or None: the command rules."""
+        return None
+
+    def finger_pos_holding_at_reset(self) -> float | None:
+        """Finger position (closed on an object the hand holds when the episode starts; the
+        gripper is then commanded closed), or None: the episode starts with the gripper open."""
         return None
 
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
@@ -197,87 +202,96 @@ def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
-def _wrap_half_turn(angle: float) -> float:
-    """`angle` modulo pi, in [-pi/2, pi/2): a two-finger grasp looks the same turned by half a turn."""
-    return float((angle + np.pi / 2) % np.pi - np.pi / 2)
-
-
 @dataclasses.dataclass(frozen=True)
 class HangRing(Task):
-    """Pick a ring up by its handle and hang it over a post (the paper's hang / insert-wheel tasks).
+    """Hang a ring held by its knob over a post and let go (the paper's hang-knot / insert-wheel tasks).
 
-    The ring (a torus made of capsule segments, with a box handle sticking out of its rim along
-    the ring's +x axis, long enough for the fingers to hold it clear of the rim) lies flat on the table; the post (a round-topped capsule on a base disc)
-    stands elsewhere. The gripper must turn to the handle's yaw, grasp it, lift the ring above the
-    post, bring the hole over the post, lower the ring down the post and let go. The post and the
-    ring are placed independently (`nominal_xy` +- `xy_range` is the post, `ring_nominal_xy` +-
-    `ring_xy_range` the ring, the ring's yaw uniform in +-`ring_yaw_range`).
+    The ring (a torus of capsule segments) has a short stem from its rim to a knob, an upright
+    cylinder on the ring's +x axis. The episode starts with the knob between the closed fingers
+    (held above the ring's tube) and the ring hanging off it, turned by a random yaw in the hand;
+    the gripper must bring the ring's hole over the post (a round-topped capsule on a base disc,
+    at `nominal_xy` +- `xy_range`), lower the ring down the post and open. A dropped ring can be
+    picked up again by its knob (the scripted operator does).
 
     Success (physically: the ring is threaded on the post and released): no finger touches the
     ring, the post's axis passes through the ring's hole (where the axis crosses the ring's plane
-    it is inside the inner radius) and that crossing lies at least `success_depth` below the top
+    it is inside `inner_radius`) and that crossing lies at least `success_depth` below the top
     of the post.
 
     Attributes:
       ring_radius: radius of the ring's centre line, m.
       tube_radius: radius of the ring's tube, m.
       segments: capsules approximating the torus.
-      handle_half: half sizes of the handle box (along the ring's x, y, z), m.
-      ring_mass: kg, ring and handle together.
+      knob_radius / knob_height: the knob cylinder, m (its bottom is level with the tube's).
+      knob_gap: gap between the tube and the knob, bridged by the stem, m.
+      grasp_below_knob_top: the TCP's depth below the knob's top in the initial grasp, m.
+      ring_mass: kg, ring, stem and knob together.
       post_radius: m (radial clearance = `inner_radius` - post_radius, 7 mm by default).
       post_height: height of the post's top above the table, m.
       base_radius / base_height: the disc the post stands on, m.
       success_depth: see above, m.
-      ring_nominal_xy / ring_xy_range / ring_yaw_range: the ring's randomisation (m, m, rad).
+      ring_yaw_range: the ring's yaw in the hand, uniform in +-this, rad.
+      grasp_range: the knob's offset in the fingers (along the hand's x and z), uniform in
+        +-this, m.
     """
 
     name: ClassVar[str] = "hang_ring"
     instruction: ClassVar[str] = "hang the ring on the post"
-    hand_init_pos: ClassVar[tuple[float, float, float]] = (0.0, -0.02, 0.15)
+    hand_init_pos: ClassVar[tuple[float, float, float]] = (-0.03, -0.05, 0.14)
 
-    nominal_xy: tuple[float, float] = (0.05, 0.07)
-    xy_range: float = 0.025
+    nominal_xy: tuple[float, float] = (0.05, 0.05)
+    xy_range: float = 0.04
     ring_radius: float = 0.03
     tube_radius: float = 0.006
     segments: int = 12
-    handle_half: tuple[float, float, float] = (0.028, 0.011, 0.012)
+    knob_radius: float = 0.01
+    knob_height: float = 0.05
+    knob_gap: float = 0.004
+    grasp_below_knob_top: float = 0.015
     ring_mass: float = 0.025
     post_radius: float = 0.016
     post_height: float = 0.06
     base_radius: float = 0.035
     base_height: float = 0.004
     success_depth: float = 0.02
-    ring_nominal_xy: tuple[float, float] = (-0.04, -0.06)
-    ring_xy_range: float = 0.025
-    ring_yaw_range: float = 0.4
+    ring_yaw_range: float = 0.6
+    grasp_range: float = 0.004
 
     @property
     def inner_radius(self) -> float:
         """Radius of the ring's hole where it is narrowest (the middle of a segment), m."""
         return self.ring_radius * np.cos(np.pi / self.segments) - self.tube_radius
 
-    def _handle_local_pos(self) -> np.ndarray:
-        """Centre of the handle in the ring's frame: outside the rim on +x, bottom flush with the tube."""
-        hx, _, hz = self.handle_half
-        return np.array([self.ring_radius + hx - 0.002, 0.0, hz - self.tube_radius])
+    @property
+    def knob_offset(self) -> float:
+        """Distance of the knob's axis from the ring's centre, m."""
+        return self.ring_radius + self.tube_radius + self.knob_gap + self.knob_radius
 
     def _ring_geoms_xml(self) -> str:
         angles = np.linspace(0.0, 2 * np.pi, self.segments + 1)
         points = self.ring_radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-        segment_mass = 0.6 * self.ring_mass / self.segments
+        mass = self.ring_mass / (self.segments + 2)  # per segment; the knob weighs two
         tubes = "\n".join(
             f'      <geom name="ring{i}" type="capsule" fromto="{a[0]:.5f} {a[1]:.5f} 0 {b[0]:.5f} {b[1]:.5f} 0"'
-            f' size="{self.tube_radius:g}" mass="{segment_mass:g}" rgba="0.15 0.65 0.3 1"/>'
+            f' size="{self.tube_radius:g}" mass="{mass:g}" rgba="0.15 0.65 0.3 1"/>'
             for i, (a, b) in enumerate(zip(points[:-1], points[1:]))
         )
-        handle = (f'      <geom name="ring_handle" type="box" size="{fmt_values(self.handle_half)}"'
-                  f' pos="{fmt_values(self._handle_local_pos())}" mass="{0.4 * self.ring_mass:g}" condim="4"'
-                  ' friction="1.2 0.01 0.0005" rgba="0.1 0.45 0.2 1"/>')
-        return f"{tubes}\n{handle}"
+        stem_half = (self.knob_offset - self.ring_radius) / 2
+        knob_half = self.knob_height / 2
+        return f"""{tubes}
+      <geom name="ring_stem" type="box" size="{stem_half:g} 0.004 0.004" pos="{self.ring_radius + stem_half:g} 0 0"
+            mass="0" rgba="0.15 0.65 0.3 1"/>
+      <geom name="ring_knob" type="cylinder" size="{self.knob_radius:g} {knob_half:g}"
+            pos="{self.knob_offset:g} 0 {knob_half - self.tube_radius:g}" mass="{2 * mass:g}" condim="4"
+            friction="1.2 0.01 0.0005" rgba="0.1 0.45 0.2 1"/>"""
+
+    @property
+    def _grasp_height(self) -> float:
+        """Height of the knob's grasp point above the ring's plane, m."""
+        return self.knob_height - self.tube_radius - self.grasp_below_knob_top
 
     def objects_xml(self) -> str:
         r, h = self.post_radius, self.post_height
-        ring_xy = self.ring_nominal_xy
         return f"""
     <body name="post" pos="{self.nominal_xy[0]} {self.nominal_xy[1]} {TABLE_TOP}">
       <geom name="post_base" type="cylinder" size="{self.base_radius:g} {self.base_height / 2:g}"
@@ -285,24 +299,30 @@ class HangRing(Task):
       <geom name="post" type="capsule" fromto="0 0 0 0 0 {h - r:g}" size="{r:g}" rgba="0.55 0.5 0.85 1"/>
       <site name="post_top" pos="0 0 {h:g}" size="0.002" rgba="0 1 0 0" group="3"/>
     </body>
-    <body name="ring" pos="{ring_xy[0]} {ring_xy[1]} {TABLE_TOP + self.tube_radius:g}">
+    <body name="ring" pos="0 0 {TABLE_TOP + self.tube_radius:g}">
       <freejoint name="ring_free"/>
 {self._ring_geoms_xml()}
-      <site name="ring_handle" pos="{fmt_values(self._handle_local_pos())}" size="0.002" rgba="1 0 0 0" group="3"/>
+      <site name="ring_knob_grasp" pos="{self.knob_offset:g} 0 {self._grasp_height:g}" size="0.002" rgba="1 0 0 0"
+            group="3"/>
     </body>"""
 
     def reset(self, model, data, rng) -> None:
         super().reset(model, data, rng)  # the post
-        xy = np.asarray(self.ring_nominal_xy) + rng.uniform(-self.ring_xy_range, self.ring_xy_range, size=2)
         yaw = rng.uniform(-self.ring_yaw_range, self.ring_yaw_range)
-        data.joint("ring_free").qpos[:] = [xy[0], xy[1], TABLE_TOP + self.tube_radius, *_yaw_quat(yaw)]
+        along_fingers, down = rng.uniform(-self.grasp_range, self.grasp_range, size=2)
+        knob = np.asarray(self.hand_init_pos) + [along_fingers, 0.0, down - self._grasp_height]
+        centre = knob - self.knob_offset * np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        data.joint("ring_free").qpos[:] = [*centre, *_yaw_quat(yaw)]
         data.joint("ring_free").qvel[:] = 0.0
+
+    def finger_pos_holding_at_reset(self) -> float:
+        return self.knob_radius - FINGER_INNER_OFFSET
 
     def place(self, model, data, xy) -> None:
         model.body("post").pos[:2] = xy  # a static body: moved in the model, like the peg's fixture
 
     def _fingers_touching_ring(self, model, data) -> int:
-        """How many fingers touch the ring (or its handle)."""
+        """How many fingers touch the ring (its tube, stem or knob)."""
         bodies = model.geom_bodyid[data.contact.geom[: data.ncon]]
         ring = model.body("ring").id
         touching = set(bodies[bodies[:, 1] == ring, 0]) | set(bodies[bodies[:, 0] == ring, 1])
@@ -325,13 +345,10 @@ class HangRing(Task):
         return bool(threaded and self._fingers_touching_ring(model, data) == 0)
 
     def privileged_state(self, model, data) -> dict[str, np.ndarray]:
-        ring_axes = data.body("ring").xmat.reshape(3, 3)
-        handle_out = ring_axes[:, 0]  # from the ring's centre out through the handle
         return {
             "ring_pos": data.body("ring").xpos.copy(),
-            "ring_normal": ring_axes[:, 2].copy(),
-            "handle_pos": data.site("ring_handle").xpos.copy(),
-            "handle_yaw": np.float64(_wrap_half_turn(np.arctan2(handle_out[1], handle_out[0]))),
+            "ring_normal": data.body("ring").xmat.reshape(3, 3)[:, 2].copy(),
+            "knob_grasp_pos": data.site("ring_knob_grasp").xpos.copy(),
             "ring_grasped": np.float64(self._fingers_touching_ring(model, data) == len(FINGER_NAMES)),
             "post_top_pos": data.site("post_top").xpos.copy(),
             "inner_radius": np.float64(self.inner_radius),
