@@ -285,11 +285,20 @@ class AgentConfig:
     online: OnlineConfig = OnlineConfig()
 
 
-def loss_preset(name: str = "paper", stage: str = "offline") -> LossConfig:
-    """Loss weights of a stage: `paper` (Tables V-XII) or `reference` (cccedric/conrft code).
+LOSS_PRESETS = ("stable", "paper", "reference")
 
-    offline (Cal-ConRFT): paper alpha=0.01, beta=1.0, eta=0.1; reference alpha=0.1, beta=1.0, eta=0.1.
-    online (HIL-ConRFT): paper beta=0.5, eta=1.0; reference beta=0.1, eta=1.0; no conservative term.
+
+def loss_preset(name: str = "stable", stage: str = "offline") -> LossConfig:
+    """Loss weights of a stage: `stable` (default, measured: WORKSPACE.md, "Making fine-tuning
+    reliable"), `paper` (Tables V-XII) or `reference` (cccedric/conrft code).
+
+    offline (Cal-ConRFT): paper alpha=0.01, beta=1.0, eta=0.1; reference alpha=0.1, beta=1.0, eta=0.1;
+      stable alpha=0.01, beta=1.0, eta=0: the Cal-QL critic is trained, the actor only by BC (the
+      reference code's stage I before June 2025): the actor does not follow a critic fitted to
+      20 demonstrations into states no demonstration shows.
+    online (HIL-ConRFT): paper beta=0.5, eta=1.0; reference beta=0.1, eta=1.0; no conservative term;
+      stable beta=0.5, eta=0, BC on the whole batch weighted by advantage (awr_temperature 0.1):
+      the actor improves from the data the critic ranks best instead of following its gradient.
     sft: BC only (beta=1, eta=0, no critic term).
     """
     table = {
@@ -299,9 +308,13 @@ def loss_preset(name: str = "paper", stage: str = "offline") -> LossConfig:
         ("reference", "online"): dict(cql_alpha=0.0, bc_weight=0.1, q_weight=1.0),
         ("paper", "sft"): dict(cql_alpha=0.0, bc_weight=1.0, q_weight=0.0),
         ("reference", "sft"): dict(cql_alpha=0.0, bc_weight=1.0, q_weight=0.0),
+        ("stable", "offline"): dict(cql_alpha=0.01, bc_weight=1.0, q_weight=0.0),
+        ("stable", "online"): dict(cql_alpha=0.0, bc_weight=0.5, q_weight=0.0, online_bc_weight=1.0,
+                                   awr_temperature=0.1),
+        ("stable", "sft"): dict(cql_alpha=0.0, bc_weight=1.0, q_weight=0.0),
     }
     if (name, stage) not in table:
-        raise ValueError(f"no loss preset {name!r} for stage {stage!r}; presets: paper, reference; "
+        raise ValueError(f"no loss preset {name!r} for stage {stage!r}; presets: {', '.join(LOSS_PRESETS)}; "
                          f"stages: sft, offline, online")
     return LossConfig(**table[(name, stage)])
 

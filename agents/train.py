@@ -37,7 +37,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=0.0, help="override the config's learning rate")
     parser.add_argument("--critic_input", choices=("embedding", "pixels"), default="",
                         help="critic reads cached embeddings (CPU default) or its own conv encoders")
-    parser.add_argument("--loss_preset", choices=("paper", "reference"), default="paper",
+    parser.add_argument("--loss_preset", choices=("stable", "paper", "reference"), default="stable",
                         help="loss weights of the paper or of the reference code")
     parser.add_argument("--bc_weight", type=float, default=-1.0, help="override the preset's beta (BC weight)")
     parser.add_argument("--q_weight", type=float, default=-1.0, help="override the preset's eta (Q weight)")

@@ -47,7 +47,7 @@ class StageOptions:
       eval_episodes: episodes per evaluation (0 = no robot evaluation).
       init_from: a workdir (or export) to start from (offline: the SFT policy; default: the one
         that made the dataset's embeddings).
-      loss_preset: `paper` or `reference` loss weights.
+      loss_preset: `stable`, `paper` or `reference` loss weights (`config.loss_preset`).
       action_dim: the action dimension the run expects; the dataset must match.
       backbone_weights: SFT: a local backbone checkpoint (msgpack, `save_backbone_params`) to
         start from instead of random weights; its parameter paths and shapes must match.
@@ -62,7 +62,7 @@ class StageOptions:
     env: str = ""
     eval_episodes: int = -1
     init_from: str = ""
-    loss_preset: str = "paper"
+    loss_preset: str = "stable"
     action_dim: int = 7
     backbone_weights: str = ""
     critic_encoder_weights: str = ""

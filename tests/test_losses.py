@@ -266,3 +266,14 @@ def test_advantage_weights_favour_the_actions_the_critic_ranks_higher(nets):
     (bc_awr, _), m = losses.actor_terms(head.apply, head_params, quadratic_critic, {}, rows, jax.random.PRNGKey(6),
                                         dataclasses.replace(cfg, q_weight=0.0), head.config)
     assert float(bc_awr) != pytest.approx(float(bc_plain)) and "awr_weight_mean" in m
+
+
+def test_loss_presets():
+    from vlarft.agents.config import loss_preset
+
+    stable_offline, stable_online = loss_preset("stable", "offline"), loss_preset("stable", "online")
+    assert stable_offline.q_weight == 0.0 and stable_offline.cql_alpha == 0.01  # critic trained, actor by BC
+    assert stable_online.q_weight == 0.0 and stable_online.awr_temperature > 0 and stable_online.online_bc_weight == 1
+    assert loss_preset("paper", "online").q_weight == 1.0 and loss_preset("paper", "offline").q_weight == 0.1
+    with pytest.raises(ValueError, match="stable, paper, reference"):
+        loss_preset("mine", "online")
