@@ -65,8 +65,8 @@ class PipelineSettings:
     sft_steps: int = 1500
     offline_steps: int = 1500
     eval_episodes: int = 20
-    online_env_steps: int = 2000
-    online_eval_every: int = 500
+    online_env_steps: int = 6000
+    online_eval_every: int = 1000
     online_eval_episodes: int = 5
     seed: int = 0
     loss_preset: str = "stable"
