@@ -14,6 +14,8 @@ class Policy(Protocol):
 
     def act(self, observation: dict) -> np.ndarray: ...
 
+    def warm_up(self, observation_space) -> None: ...
+
 
 @dataclasses.dataclass
 class EvalResult:
@@ -82,6 +84,7 @@ def run_episodes(policy: Policy, env, episodes: int, *, seed: int = 10_000, vide
                  progress: Callable[[int], None] | None = None) -> EvalResult:
     """`evaluate` on an env the caller owns (episode i is reset with seed + i)."""
     lengths, flags, frames = [], [], []
+    policy.warm_up(env.observation_space)  # compiled before a robot waits for its first action
     for index in range(episodes):
         policy.reset()
         observation, info = env.reset(seed=seed + index)

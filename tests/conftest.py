@@ -1,4 +1,5 @@
-"""Shared test helpers: small real episodes built through the project's own EpisodeBuilder."""
+"""Shared test helpers: small real episodes built through the project's own EpisodeBuilder, random
+network parameters."""
 
 import os
 
@@ -6,6 +7,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.schema import EpisodeSpec
@@ -45,3 +48,11 @@ def int16le(*values):
         v &= 0xFFFF
         out += [v & 0xFF, v >> 8]
     return out
+
+
+def random_params(module, *args, seed=0, **kwargs):
+    """Random parameters shaped like `module.init`'s, without compiling the initialisers (slow on CPU)."""
+    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))["params"]
+    rng = np.random.default_rng(seed)
+    fill = lambda x: jnp.asarray(rng.normal(size=x.shape) / np.sqrt(max(np.prod(x.shape[:-1]), 1)), x.dtype)
+    return jax.tree_util.tree_map(fill, shapes)

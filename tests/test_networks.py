@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import random_params
 
 from vlarft.agents.config import get_config
 from vlarft.agents.networks import (ConsistencyHead, Critic, VLABackbone, attention_mask, karras_sigmas,
@@ -25,14 +26,6 @@ CAMERAS = ("front", "wrist")
 
 def n_params(tree):
     return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
-
-
-def random_params(module, *args, seed=0, **kwargs):
-    """Random parameters shaped like `module.init`'s, without compiling the initialisers (slow on CPU)."""
-    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))["params"]
-    rng = np.random.default_rng(seed)
-    fill = lambda x: jnp.asarray(rng.normal(size=x.shape) / np.sqrt(max(np.prod(x.shape[:-1]), 1)), x.dtype)
-    return jax.tree_util.tree_map(fill, shapes)
 
 
 # ---------------------------------------------------------------- consistency head
@@ -298,8 +291,8 @@ def test_patch_embedding_is_the_strided_conv():
     same = jax.tree_util.tree_map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
                                   params, fast.init(jax.random.PRNGKey(1), x))
     assert all(jax.tree_util.tree_leaves(same))
-    np.testing.assert_allclose(fast.apply(params, x), conv.apply(params, x), atol=1e-5)
-    grad = lambda module: jax.grad(lambda p: jnp.sum(module.apply(p, x) * jnp.arange(8.0)))(params)["params"]
+    np.testing.assert_allclose(jax.jit(fast.apply)(params, x), jax.jit(conv.apply)(params, x), atol=1e-5)
+    grad = lambda module: jax.jit(jax.grad(lambda p: jnp.sum(module.apply(p, x) * jnp.arange(8.0))))(params)["params"]
     for key in ("kernel", "bias"):
         np.testing.assert_allclose(grad(fast)[key], grad(conv)[key], rtol=1e-4, atol=1e-5)
 
@@ -321,7 +314,7 @@ class ReferenceBlock(nn.Module):
         return x + dense(self.width, name="mlp2")(y)
 
 
-def test_transformer_block_is_flax_attention_with_a_fused_projection():
+def test_transformer_block_is_flax_attention():
     """Same parameter tree, initial values and function as flax's MultiHeadDotProductAttention
     block; with `queries`, exactly those rows of the full output."""
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 16))
@@ -331,11 +324,13 @@ def test_transformer_block_is_flax_attention_with_a_fused_projection():
     same = jax.tree_util.tree_map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)),
                                   params, fast.init(jax.random.PRNGKey(2), x, attention_bias(mask)))
     assert all(jax.tree_util.tree_leaves(same))
-    expected = reference.apply(params, x, mask)
-    np.testing.assert_allclose(fast.apply(params, x, attention_bias(mask)), expected, atol=1e-5)
+    expected = jax.jit(reference.apply)(params, x, mask)
+    out, (keys, values) = jax.jit(fast.apply)(params, x, attention_bias(mask))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert keys.shape == values.shape == (2, 2, 9, 8)  # [B, heads, N, head_dim]: what a cache keeps
     rows = np.array([2, 5, 8])
-    np.testing.assert_allclose(fast.apply(params, x, attention_bias(mask)[:, :, rows], queries=rows),
-                               expected[:, rows], atol=1e-5)
+    some, _ = jax.jit(lambda p, x, b: fast.apply(p, x, b, queries=rows))(params, x, attention_bias(mask)[:, :, rows])
+    np.testing.assert_allclose(some, expected[:, rows], atol=1e-5)
 
 
 def test_backbone_computes_only_the_readouts_it_returns(backbone):
@@ -344,8 +339,46 @@ def test_backbone_computes_only_the_readouts_it_returns(backbone):
     module, params, apply = backbone
     inputs = dict(backbone_inputs(seed=3), timestep_mask=jnp.array([[False, True], [True, True]]))
     full, _ = apply(params, inputs)
-    np.testing.assert_allclose(module.apply({"params": params}, **inputs, all_frames=True), full, atol=1e-5)
-    np.testing.assert_allclose(module.apply({"params": params}, **inputs), full[:, -1], atol=1e-5)
+    readouts = jax.jit(lambda p, inputs, all_frames: module.apply({"params": p}, **inputs, all_frames=all_frames),
+                       static_argnums=2)
+    np.testing.assert_allclose(readouts(params, inputs, True), full, atol=1e-5)
+    np.testing.assert_allclose(readouts(params, inputs, False), full[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [2, 1])
+def test_step_by_step_backbone_equals_the_whole_window(window):
+    """Acting caches the task's and the previous frame's keys/values and computes only the new
+    frame: the embedding of every step of two episodes (padding at each start) is the whole
+    window's."""
+    module = VLABackbone(dataclasses.replace(TINY.backbone, window=window), CAMERAS, S)
+    steps = backbone_inputs(seed=4, batch=5)  # five frames of one episode
+    images = {cam: x[:, 0] for cam, x in steps["images"].items()}
+    state = steps["state"][:, 0]
+    ids, mask = steps["text_ids"][:1], steps["text_mask"][:1]
+    params = random_params(module, {cam: x[:1, None].repeat(window, 1) for cam, x in images.items()},
+                           state[:1, None].repeat(window, 1), ids, mask)
+    method = lambda name: jax.jit(lambda *args: module.apply({"params": params}, *args, method=getattr(VLABackbone, name)))
+    stream_frame, stream_step = method("stream_frame"), method("stream_step")
+    whole = jax.jit(lambda *args: module.apply({"params": params}, *args))
+    task = method("stream_task")(ids, mask)
+    frame = lambda t: ({cam: x[t:t + 1] for cam, x in images.items()}, state[t:t + 1])
+    context = stream_frame(task, *frame(3)) if window == 2 else task  # any frame: masked at a start
+    for start in (0, 2):  # a second episode starts at frame 2
+        for t in range(start, 5):
+            streamed = stream_step(context, jnp.array([t > start]), *frame(t))
+            frames = np.maximum(np.arange(t - window + 1, t + 1), start)
+            expected = whole({cam: x[frames][None] for cam, x in images.items()}, state[frames][None], ids, mask,
+                             jnp.asarray(np.arange(t - window + 1, t + 1) >= start)[None])
+            np.testing.assert_allclose(streamed, expected, atol=1e-5)
+            if window == 2:
+                context = stream_frame(task, *frame(t))
+
+
+def test_step_by_step_needs_a_window_of_at_most_two():
+    wide = VLABackbone(dataclasses.replace(TINY.backbone, window=3), CAMERAS, S)
+    ids, mask = tokenize(["pick"], TINY.backbone.max_text_tokens, TINY.backbone.vocab_size)
+    with pytest.raises(ValueError, match="window <= 2"):
+        jax.eval_shape(lambda: wide.init(jax.random.PRNGKey(0), ids, mask, method=VLABackbone.stream_task))
 
 
 def test_attention_mask_by_hand():

@@ -401,7 +401,9 @@ def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, e
     assert interventions > 0
     assert interventions <= learned["replay_sizes"]["demo"] - demos <= interventions + acted["resent"], learned
     versions = acted["policy_versions"]
-    assert versions[0] == 20 and versions[-1] > 20, versions  # the offline head, then the learner's
+    # the offline head (20), or the learner's first publication if that came while the actor's
+    # policy compiled; then the learner's
+    assert versions[0] >= 20 and versions[-1] > 20, versions
     assert Checkpointer(tmp_path / "learner" / "checkpoints").latest_step() > 40
 
 

@@ -1,12 +1,15 @@
 """Benchmark the agent: learner updates/s and action latency. Prints figures, asserts nothing.
 
     python tools/benchmark_agent.py [--configs=tiny,small] [--batch_size=256] [--image_size=64]
+                                      [--parts=learner,latency] [--cores=N]
 
 * Learner updates/s (one update = one gradient step of the critic, plus the actor on every
   `critic_actor_ratio`-th) for each config, with the critic reading cached embeddings (the CPU
   default) and with its own per-camera conv encoders on pixels; the ratio is printed.
-* Action latency of the consistency head: one-step vs a 10-step sampler (ratio), with the
-  backbone in the loop (acting from pixels) and without it (from a cached embedding).
+* Action latency through the acting policy (`ConRFTPolicy.act`, observation -> action): the
+  backbone step by step (previous frame's keys/values cached) vs the whole window every step,
+  one-step vs a 10-step head; and the head alone on a cached embedding. `--cores=1` measures
+  it on one core.
 """
 
 from __future__ import annotations
@@ -14,17 +17,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import statistics
+import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlarft.agents.actor import ConRFTPolicy
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
-from vlarft.tools.benchmark_utils import timed
+from vlarft.agents.observation import StateNormalizer
+from vlarft.tools.benchmark_utils import median_ratio, timed
 
 CAMERAS = ("front", "wrist")
+INSTRUCTION = "pick up the red cube"
 
 
 def replay_like_batch(rng, batch: int, embedding: int, image_size: int, pixels: bool) -> dict:
@@ -61,27 +71,68 @@ def learner_updates_per_s(config_name: str, critic_input: str, batch: int, image
 
 
 def action_latency(config_name: str, image_size: int, repeats: int) -> dict:
+    """Milliseconds from an observation to its action through `ConRFTPolicy.act` (JPEG round trip,
+    backbone, head): step by step (the previous frame's keys/values cached) vs the whole window
+    every step, 1-step and 10-step heads; and the head alone on an embedding."""
     config = get_config(config_name)
     backbone = VLABackbone(config.backbone, CAMERAS, 19)
     head = ConsistencyHead(config.head, 7)
     window = config.backbone.window
     images = {c: jnp.zeros((1, window, image_size, image_size, 3), jnp.uint8) for c in CAMERAS}
     states = jnp.zeros((1, window, 19), jnp.float32)
-    ids, mask = tokenize(["pick up the red cube"], config.backbone.max_text_tokens, config.backbone.vocab_size)
-    tmask = jnp.ones((1, window), bool)
-    bb_params = backbone.init(jax.random.PRNGKey(0), images, states, ids, mask, tmask)["params"]
+    ids, mask = tokenize([INSTRUCTION], config.backbone.max_text_tokens, config.backbone.vocab_size)
+    bb_params = jax.jit(lambda key: backbone.init(key, images, states, ids, mask)["params"])(jax.random.PRNGKey(0))
     emb = jnp.zeros((1, config.backbone.width), jnp.float32)
     head_params = head.init(jax.random.PRNGKey(1), jnp.zeros((1, 7)), 1.0, emb, states[:, -1])["params"]
-    figures = {}
+    rng = np.random.default_rng(0)
+    observations = [{**{f"image_{c}": rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8) for c in CAMERAS},
+                     "state": rng.normal(size=19).astype(np.float32)} for _ in range(8)]
+
+    def policy(steps: int, step_by_step: bool) -> ConRFTPolicy:
+        return ConRFTPolicy(config, bb_params, head_params, cameras=CAMERAS, state_dim=19, action_dim=7,
+                            normalizer=StateNormalizer.identity(19), instruction=INSTRUCTION, deterministic=False,
+                            steps=steps, step_by_step=step_by_step)
+
+    def latency(p: ConRFTPolicy, whole_step: bool = False) -> Callable[[], tuple[float, float]]:
+        """One act on the next observation -> (wall, CPU) seconds, up to the action (as a control
+        loop sees it; the caching `act` leaves running is waited for after the timing) or, with
+        `whole_step`, up to the end of that caching too (the step's whole cost). The process's CPU
+        time is what the step costs without the other loads of a shared box."""
+        count = iter(range(10 ** 9))
+
+        def call():
+            wall, cpu = time.perf_counter(), time.process_time()
+            p.act(observations[next(count) % len(observations)])
+            if whole_step:
+                p.ready()
+            timing = time.perf_counter() - wall, time.process_time() - cpu
+            p.ready()
+            return timing
+
+        return call
+
+    policies = {f"{kind}_{steps}step": policy(steps, kind == "step_by_step")
+                for kind in ("step_by_step", "whole_window") for steps in (1, 10)}
+    calls = {name: latency(p) for name, p in policies.items()}
+    calls["step_by_step_1step_with_caching"] = latency(policies["step_by_step_1step"], whole_step=True)
+    for call in calls.values():
+        call(), call()  # compile
+    wall = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            w, c = call()
+            wall[name].append(w)
+            cpu[name].append(c)
+    figures = {f"{name}_ms": 1e3 * statistics.median(s) for name, s in wall.items()}
+    figures.update({f"{name}_cpu_ms": 1e3 * statistics.median(s) for name, s in cpu.items()})
+    figures["step_by_step_over_whole_window"] = median_ratio(wall["whole_window_1step"], wall["step_by_step_1step"])
+    figures["step_by_step_over_whole_window_cpu"] = median_ratio(cpu["whole_window_1step"], cpu["step_by_step_1step"])
     for steps in (1, 10):
-        from_embedding = jax.jit(lambda e, s, k, steps=steps: sample_actions(head.apply, head_params, e, s, k, config.head, 7,
-                                                                            steps=steps))
-        from_pixels = jax.jit(lambda im, st, k, steps=steps: sample_actions(
-            head.apply, head_params, backbone.apply({"params": bb_params}, im, st, ids, mask, tmask), st[:, -1], k,
-            config.head, 7, steps=steps))
+        from_embedding = jax.jit(lambda e, s, k, steps=steps: sample_actions(head.apply, head_params, e, s, k, config.head,
+                                                                            7, steps=steps))
         key = jax.random.PRNGKey(2)
         figures[f"head_only_{steps}step_ms"] = 1e3 * timed(lambda: from_embedding(emb, states[:, -1], key), repeats)
-        figures[f"with_backbone_{steps}step_ms"] = 1e3 * timed(lambda: from_pixels(images, states, key), repeats)
     return figures
 
 
@@ -91,19 +142,33 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--parts", default="learner,latency", help="learner, latency or both")
+    parser.add_argument("--cores", type=int, default=0, help="> 0: run on this many cores (e.g. 1 for a robot PC's share)")
     args = parser.parse_args(argv)
+    if args.cores:  # before JAX starts its CPU client, which sizes its thread pool from the affinity
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
+    parts = args.parts.split(",")
     report = {}
     for name in args.configs.split(","):
-        emb = learner_updates_per_s(name, "embedding", args.batch_size, args.image_size, args.repeats)
-        pix = learner_updates_per_s(name, "pixels", args.batch_size, args.image_size, max(1, args.repeats // 2))
-        lat = action_latency(name, args.image_size, args.repeats * 4)
-        print(f"[{name}] learner updates/s at batch {args.batch_size}: embedding critic {emb:8.2f} | "
-              f"pixel critic ({args.image_size}px) {pix:8.2f} | ratio {emb / pix:6.1f}x")
-        print(f"[{name}] action latency: head only 1-step {lat['head_only_1step_ms']:.2f} ms, 10-step "
-              f"{lat['head_only_10step_ms']:.2f} ms (x{lat['head_only_10step_ms'] / lat['head_only_1step_ms']:.1f}); "
-              f"with backbone 1-step {lat['with_backbone_1step_ms']:.2f} ms, 10-step {lat['with_backbone_10step_ms']:.2f} ms "
-              f"(x{lat['with_backbone_10step_ms'] / lat['with_backbone_1step_ms']:.1f})")
-        report[name] = {"updates_per_s_embedding_critic": emb, "updates_per_s_pixel_critic": pix, **lat}
+        report[name] = {}
+        if "learner" in parts:
+            emb = learner_updates_per_s(name, "embedding", args.batch_size, args.image_size, args.repeats)
+            pix = learner_updates_per_s(name, "pixels", args.batch_size, args.image_size, max(1, args.repeats // 2))
+            print(f"[{name}] learner updates/s at batch {args.batch_size}: embedding critic {emb:8.2f} | "
+                  f"pixel critic ({args.image_size}px) {pix:8.2f} | ratio {emb / pix:6.1f}x")
+            report[name].update(updates_per_s_embedding_critic=emb, updates_per_s_pixel_critic=pix)
+        if "latency" in parts:
+            lat = action_latency(name, args.image_size, args.repeats * 4)
+            print(f"[{name}] action latency on {len(os.sched_getaffinity(0))} core(s), observation -> action, median "
+                  f"wall (CPU) ms: step by step {lat['step_by_step_1step_ms']:.1f} ({lat['step_by_step_1step_cpu_ms']:.1f}) "
+                  f"vs whole window {lat['whole_window_1step_ms']:.1f} ({lat['whole_window_1step_cpu_ms']:.1f}): "
+                  f"x{lat['step_by_step_over_whole_window']:.2f} (CPU x{lat['step_by_step_over_whole_window_cpu']:.2f}) faster")
+            print(f"[{name}] 10-step head: step by step {lat['step_by_step_10step_ms']:.1f} "
+                  f"({lat['step_by_step_10step_cpu_ms']:.1f}) vs whole window {lat['whole_window_10step_ms']:.1f} "
+                  f"({lat['whole_window_10step_cpu_ms']:.1f}); step by step with the caching after the action: "
+                  f"{lat['step_by_step_1step_with_caching_ms']:.1f} ({lat['step_by_step_1step_with_caching_cpu_ms']:.1f}); "
+                  f"head alone 1-step {lat['head_only_1step_ms']:.2f}, 10-step {lat['head_only_10step_ms']:.2f}")
+            report[name].update(lat)
     print(json.dumps(report))
     return 0
 

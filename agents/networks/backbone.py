@@ -154,12 +154,15 @@ class Projection(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with an additive mask bias: the function and parameter tree
     (`query`, `key`, `value`: kernel [width, heads, head_dim]; `out`: kernel [heads, head_dim,
-    width]) of `nn.MultiHeadDotProductAttention(heads, qkv_features=width)`, with the three input
-    projections fused into one matmul and heads laid out batch-major, so neither pass transposes
-    inside the attention products.
+    width]) of `nn.MultiHeadDotProductAttention(heads, qkv_features=width)`, with heads laid out
+    batch-major, so neither pass transposes inside the attention products, and queries computed
+    only for the tokens whose outputs are needed.
 
     `x` [B, N, width] are the tokens whose keys and values are attended to; `queries` (static
-    indices into N, None = all) the tokens whose outputs are needed; `bias` [B, 1, Nq, N].
+    indices into N, None = all) the tokens whose outputs are needed; `context` (keys, values)
+    [B, heads, M, head_dim] of earlier tokens attended to as well (a cache, see
+    `VLABackbone.stream_step`); `bias` [B, 1, Nq, M + N]. Returns (output [B, Nq, width],
+    (keys, values) of `x`).
     """
 
     width: int
@@ -167,20 +170,19 @@ class SelfAttention(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x, bias, queries=None, train: bool = False):
-        batch, tokens, width = x.shape
+    def __call__(self, x, bias, queries=None, train: bool = False, context=None):
+        batch, _, width = x.shape
         heads, head_dim = self.heads, width // self.heads
-        qkv = [Projection((width, heads, head_dim), (heads, head_dim), name=name)() for name in ("query", "key", "value")]
-        kernel = jnp.concatenate([k for k, _ in qkv], axis=1)
-        bias_qkv = jnp.concatenate([b for _, b in qkv])
-        if queries is None:
-            y = (x.reshape(-1, width) @ kernel + bias_qkv).reshape(batch, tokens, 3, heads, head_dim)
-            q, k, v = jnp.moveaxis(y, 2, 0).transpose(0, 1, 3, 2, 4)  # each [B, H, N, D]
-        else:  # keys and values of every token, queries of a few
-            y = (x.reshape(-1, width) @ kernel[:, width:] + bias_qkv[width:]).reshape(batch, tokens, 2, heads, head_dim)
-            k, v = jnp.moveaxis(y, 2, 0).transpose(0, 1, 3, 2, 4)
-            q = (x[:, queries] @ kernel[:, :width] + bias_qkv[:width]).reshape(batch, -1, heads, head_dim)
-            q = q.transpose(0, 2, 1, 3)
+
+        def project(name, tokens):  # [B, T, width] -> [B, heads, T, head_dim]
+            kernel, offset = Projection((width, heads, head_dim), (heads, head_dim), name=name)()
+            return (tokens.reshape(-1, width) @ kernel + offset).reshape(batch, -1, heads, head_dim).transpose(0, 2, 1, 3)
+
+        q = project("query", x if queries is None else x[:, queries])
+        k, v = project("key", x), project("value", x)
+        own = (k, v)
+        if context is not None:
+            k, v = (jnp.concatenate([c, o], axis=2) for c, o in zip(context, own))
         q = q / jnp.sqrt(head_dim).astype(x.dtype)
         weights = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k) + bias, axis=-1)
         if train and self.dropout > 0:  # as flax's attention: one mask shared over batch and heads
@@ -188,15 +190,16 @@ class SelfAttention(nn.Module):
             weights = weights * keep / (1.0 - self.dropout)
         out = jnp.einsum("bhqk,bhkd->bqhd", weights, v).reshape(-1, width)
         out_kernel, out_bias = Projection((heads, head_dim, width), (width,), inputs=2, name="out")()
-        return (out @ out_kernel + out_bias).reshape(batch, -1, width)
+        return (out @ out_kernel + out_bias).reshape(batch, -1, width), own
 
 
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x)) with GELU; dropout on both.
 
-    `bias` is the additive attention mask (`attention_bias`) [B, 1, Nq, N]. With `queries`
+    `bias` is the additive attention mask (`attention_bias`) [B, 1, Nq, M + N]. With `queries`
     (static token indices) only those tokens' outputs are computed ([B, Nq, width]); every token
-    is still attended to.
+    is still attended to, and so are the `context` keys/values (M earlier tokens). Returns
+    (output, (keys, values) of `x`), the keys/values being what a cache keeps.
     """
 
     width: int
@@ -205,89 +208,188 @@ class TransformerBlock(nn.Module):
     dropout: float
 
     @nn.compact
-    def __call__(self, x, bias, train: bool = False, queries=None):
+    def __call__(self, x, bias, train: bool = False, queries=None, context=None):
         drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
-        y = SelfAttention(self.width, self.heads, self.dropout, name="attention")(
-            nn.LayerNorm(name="norm1")(x), bias, queries, train)
+        y, kv = SelfAttention(self.width, self.heads, self.dropout, name="attention")(
+            nn.LayerNorm(name="norm1")(x), bias, queries, train, context)
         x = (x if queries is None else x[:, queries]) + drop(y)
         y = nn.gelu(dense(self.mlp_ratio * self.width, name="mlp1")(nn.LayerNorm(name="norm2")(x)))
-        return x + drop(dense(self.width, name="mlp2")(drop(y)))
+        return x + drop(dense(self.width, name="mlp2")(drop(y))), kv
 
 
 class VLABackbone(nn.Module):
-    """Octo-style transformer; see the module docstring. Returns float32 [B, width]."""
+    """Octo-style transformer; see the module docstring. Returns float32 [B, width].
+
+    Besides the whole window (`__call__`), it runs step by step while acting (window <= 2):
+    `stream_task` once per instruction, `stream_step` for each new frame (its tokens only,
+    attending to cached keys/values of the task and of the previous frame) and, after the
+    action, `stream_frame` to cache the new frame as the next step's previous one. Same
+    embedding as the whole window.
+    """
 
     config: BackboneConfig
     cameras: tuple[str, ...]
     state_dim: int
 
-    @nn.compact
+    def setup(self):
+        cfg = self.config
+        if cfg.language_embedding_dim > 0:
+            self.language = dense(cfg.width, name="language")
+        else:
+            self.text = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=embed_init, name="text")
+            self.text_pos = self.param("text_pos", embed_init, (cfg.max_text_tokens, cfg.width))
+        self.tokenizers = {cam: ImageTokenizer(cfg.width, cfg.patch_size, cfg.stem_features, name=f"image_{cam}")
+                           for cam in self.cameras}
+        self.proprio = dense(cfg.width, name="proprio")
+        self.readouts = self.param("readouts", embed_init, (cfg.num_readouts, cfg.width))
+        self.frame_pos = self.param("frame_pos", embed_init, (cfg.window, cfg.width))
+        self.blocks = [TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout, name=f"block{i}")
+                       for i in range(cfg.depth)]
+        self.final_norm = nn.LayerNorm(name="final_norm")
+
     def __call__(self, images: Mapping[str, jax.Array], state, text_ids=None, text_mask=None,
                  timestep_mask=None, *, language_embedding=None, train: bool = False,
                  all_frames: bool = False):
         """Readout embedding [B, width] of the last frame ([B, W, width] for every frame if `all_frames`).
 
-        The final token sequence [B, N, width] is sown as `intermediates/tokens`.
+        The final token sequence [B, N, width] is sown as `intermediates/tokens` (computed
+        whole only when that collection is mutable).
         """
         cfg = self.config
         batch, window = state.shape[:2]
         if window != cfg.window:
             raise ValueError(f"state has {window} frames, config.window is {cfg.window}")
-        if state.shape[-1] != self.state_dim:
-            raise ValueError(f"state has {state.shape[-1]} dimensions, expected {self.state_dim}")
-        missing = [cam for cam in self.cameras if cam not in images]
-        if missing:
-            raise KeyError(f"images lack cameras {missing}; expected {list(self.cameras)}")
+        self._check_frames(images, state)
         if timestep_mask is None:
             timestep_mask = jnp.ones((batch, window), bool)
 
-        task, task_mask = self._task_tokens(text_ids, text_mask, language_embedding, batch)
-        obs = [ImageTokenizer(cfg.width, cfg.patch_size, cfg.stem_features, name=f"image_{cam}")(images[cam]) for cam in self.cameras]
-        obs.append(dense(cfg.width, name="proprio")(state.astype(jnp.float32))[:, :, None])
-        obs = jnp.concatenate(obs, axis=2)  # [B, W, P, width]
-        readouts = jnp.broadcast_to(self.param("readouts", embed_init, (cfg.num_readouts, cfg.width)),
-                                    (batch, window, cfg.num_readouts, cfg.width))
-        frames = jnp.concatenate([obs, readouts], axis=2)
-        frames = frames + self.param("frame_pos", embed_init, (cfg.window, cfg.width))[None, :, None]
+        task, task_mask = self._task_tokens(text_ids, text_mask, language_embedding)
+        frames, num_obs = self._frame_tokens(images, state, np.arange(window))
         x = jnp.concatenate([task, frames.reshape(batch, -1, cfg.width)], axis=1)
 
-        kind, frame = token_layout(task.shape[1], obs.shape[2], cfg.num_readouts, window)
+        kind, frame = token_layout(task.shape[1], num_obs, cfg.num_readouts, window)
         bias = attention_bias(attention_mask(kind, frame, task_mask, timestep_mask)[:, None])  # [B, 1, N, N]
         # Only readouts are read out: the last block computes just those (all tokens when the
         # final token sequence is asked for).
         wanted = np.flatnonzero((kind == READOUT) & (all_frames | (frame == window - 1)))
         queries = None if self.is_mutable_collection("intermediates") else wanted
-        for i in range(cfg.depth):
-            block = TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout, name=f"block{i}")
+        for i, block in enumerate(self.blocks):
             if i == cfg.depth - 1 and queries is not None:
-                x = block(x, bias[:, :, queries], train, queries)
+                x, _ = block(x, bias[:, :, queries], train, queries)
             else:
-                x = block(x, bias, train)
-        x = nn.LayerNorm(name="final_norm")(x)
+                x, _ = block(x, bias, train)
+        x = self.final_norm(x)
         if queries is None or cfg.depth == 0:
             self.sow("intermediates", "tokens", x)
             x = x[:, wanted]
-        readouts = x.reshape(batch, -1, cfg.num_readouts, cfg.width)
-        frame_embeddings = readouts.mean(axis=2)
+        frame_embeddings = x.reshape(batch, -1, cfg.num_readouts, cfg.width).mean(axis=2)
         return frame_embeddings if all_frames else frame_embeddings[:, -1]
 
-    def _task_tokens(self, text_ids, text_mask, language_embedding, batch):
+    # ------------------------------------------------------------ step by step (acting)
+
+    def stream_task(self, text_ids=None, text_mask=None, *, language_embedding=None) -> dict:
+        """The task tokens' keys/values at every block (they attend only to each other), computed
+        once per instruction: the acting context of a window of one frame. A context is
+        {"kv": [(keys, values) [B, heads, M, head_dim] per block], "valid": bool [B, M] (padded
+        keys False), "frame": bool [B, M] (True for the previous frame's keys)}."""
+        self._check_streamable()
+        x, valid = self._task_tokens(text_ids, text_mask, language_embedding)
+        bias = attention_bias((valid[:, None, :] | jnp.eye(x.shape[1], dtype=bool)[None])[:, None])
+        kv = []
+        for block in self.blocks:
+            x, block_kv = block(x, bias)
+            kv.append(block_kv)
+        return {"kv": kv, "valid": valid, "frame": jnp.zeros_like(valid)}
+
+    def stream_frame(self, task: dict, images: Mapping[str, jax.Array], state) -> dict:
+        """The acting context of the next step (window 2): the task's keys/values (`stream_task`)
+        followed by this frame's observation tokens' at every block, the frame being the first
+        of the next window (attending to the task and to itself). images {camera: uint8
+        [B, H, Wd, 3]}, state [B, S]. Computed after a step's action, off its latency."""
+        self._check_streamable()
+        images, state = {cam: x[:, None] for cam, x in images.items()}, state[:, None]
+        self._check_frames(images, state)
+        frames, num_obs = self._frame_tokens(images, state, np.arange(1))
+        own = np.ones((num_obs, num_obs), bool)  # observation tokens of one frame attend to each other
+        _, kv = self._stream_blocks(frames[:, 0, :num_obs], own, task, queries=None)
+        frame = jnp.ones((state.shape[0], num_obs), bool)
+        return {"kv": [tuple(jnp.concatenate([t, f], axis=2) for t, f in zip(task_kv, frame_kv))
+                       for task_kv, frame_kv in zip(task["kv"], kv)],
+                "valid": jnp.concatenate([task["valid"], frame], axis=1),
+                "frame": jnp.concatenate([task["frame"], frame], axis=1)}
+
+    def stream_step(self, context: dict, previous_valid, images: Mapping[str, jax.Array], state):
+        """Readout embedding [B, width] of a new frame that ends the window: its tokens only,
+        attending to the cached `context` (window 1: `stream_task`; window 2: `stream_frame` of
+        the frame before, whose keys `previous_valid` bool [B] False masks out at an episode's
+        first step, where the whole window's first frame is padding). Equals `__call__` on the
+        window."""
+        self._check_streamable()
+        cfg = self.config
+        images, state = {cam: x[:, None] for cam, x in images.items()}, state[:, None]
+        self._check_frames(images, state)
+        frames, num_obs = self._frame_tokens(images, state, np.array([cfg.window - 1]))
+        kind = np.array([OBS] * num_obs + [READOUT] * cfg.num_readouts)
+        own = (kind[None, :] == OBS) | (kind[:, None] == READOUT)  # obs -> obs; readouts -> obs + readouts
+        valid = context["valid"] & (~context["frame"] | jnp.asarray(previous_valid, bool)[:, None])
+        x, _ = self._stream_blocks(frames[:, 0], own, dict(context, valid=valid), queries=np.flatnonzero(kind == READOUT))
+        return self.final_norm(x).mean(axis=1)
+
+    def _stream_blocks(self, x, own_mask: np.ndarray, context: dict, queries):
+        """The blocks over new tokens x [B, T, width] attending to a context's keys/values (where
+        valid) and to each other by `own_mask` [T, T]; the last block computes only `queries`.
+        Returns (output, [(keys, values) of the new tokens per block])."""
+        valid = context["valid"][:, None, :]  # [B, 1, M]
+        kv = []
+        for i, block in enumerate(self.blocks):
+            rows = queries if i == len(self.blocks) - 1 and queries is not None else np.arange(x.shape[1])
+            mask = jnp.concatenate([jnp.broadcast_to(valid, (x.shape[0], len(rows), valid.shape[-1])),
+                                    jnp.broadcast_to(jnp.asarray(own_mask[rows]), (x.shape[0], len(rows), x.shape[1]))],
+                                   axis=2)
+            x, block_kv = block(x, attention_bias(mask[:, None]), queries=None if len(rows) == x.shape[1] else rows,
+                                context=context["kv"][i])
+            kv.append(block_kv)
+        return x, kv
+
+    def _check_streamable(self) -> None:
+        if self.config.window > 2:
+            raise ValueError(f"step-by-step acting needs window <= 2 (a frame's keys then depend only on "
+                             f"the task and itself), config.window is {self.config.window}")
+
+    # ------------------------------------------------------------ tokens
+
+    def _check_frames(self, images, state) -> None:
+        if state.shape[-1] != self.state_dim:
+            raise ValueError(f"state has {state.shape[-1]} dimensions, expected {self.state_dim}")
+        missing = [cam for cam in self.cameras if cam not in images]
+        if missing:
+            raise KeyError(f"images lack cameras {missing}; expected {list(self.cameras)}")
+
+    def _frame_tokens(self, images, state, positions: np.ndarray):
+        """([B, F, P + R, width], P): every frame's P observation tokens (image patches of every
+        camera, proprio) then its R readouts, plus the frame embedding of window `positions` [F]."""
+        obs = [self.tokenizers[cam](images[cam]) for cam in self.cameras]
+        obs.append(self.proprio(state.astype(jnp.float32))[:, :, None])
+        obs = jnp.concatenate(obs, axis=2)  # [B, F, P, width]
+        readouts = jnp.broadcast_to(self.readouts, obs.shape[:2] + self.readouts.shape)
+        frames = jnp.concatenate([obs, readouts], axis=2) + self.frame_pos[positions][None, :, None]
+        return frames, obs.shape[2]
+
+    def _task_tokens(self, text_ids, text_mask, language_embedding):
         """Task tokens [B, L, width] and their mask [B, L]."""
         cfg = self.config
         if cfg.language_embedding_dim > 0:
             if language_embedding is None:
                 raise ValueError("config.language_embedding_dim > 0: pass language_embedding [B, D]")
-            tokens = dense(cfg.width, name="language")(language_embedding.astype(jnp.float32))[:, None]
-            return tokens, jnp.ones((batch, 1), bool)
+            tokens = self.language(language_embedding.astype(jnp.float32))[:, None]
+            return tokens, jnp.ones((tokens.shape[0], 1), bool)
         if text_ids is None:
             raise ValueError("pass text_ids [B, L] (and text_mask) from networks.text.tokenize")
         if text_ids.shape[1] > cfg.max_text_tokens:
             raise ValueError(f"{text_ids.shape[1]} text tokens > max_text_tokens {cfg.max_text_tokens}")
         if text_mask is None:
             text_mask = text_ids != 0
-        tokens = nn.Embed(cfg.vocab_size, cfg.width, embedding_init=embed_init, name="text")(text_ids)
-        pos = self.param("text_pos", embed_init, (cfg.max_text_tokens, cfg.width))
-        return tokens + pos[None, :text_ids.shape[1]], text_mask
+        return self.text(text_ids) + self.text_pos[None, :text_ids.shape[1]], jnp.asarray(text_mask, bool)
 
 
 def save_backbone_params(params, path: str | os.PathLike) -> None:

@@ -135,6 +135,7 @@ class OnlineActor(threading.Thread):
     def run(self) -> None:
         try:
             self.env = self.make_env()
+            self.policy.warm_up(self.env.observation_space)  # compiled before the robot waits on it
             self.poller.start()
             while self.steps_done < self.env_steps and not self.stop.is_set():
                 self._maybe_evaluate()
