@@ -105,6 +105,25 @@ def test_bad_state_triggers_before_patience(envs):
     assert 0 < np.argmax(flags) < 50 and device.last_trigger == BAD_STATE
 
 
+def grasp_then_stall_policy(env, seed):  # the expert until the cube is in the fingers, then holds still, closed
+    expert = expert_policy(env, seed)
+    return lambda: (np.array([0, 0, 0, 0, 0, 0, 1], np.float32)
+                    if env.unwrapped.privileged_state()["cube_grasped"] else expert())
+
+
+def test_a_held_cube_is_lifted_not_let_go(envs):
+    """Taking over from a policy that grasped the cube and stalled, the human lifts it: the
+    intervention labels never open the gripper on a held cube (the script does not restart at
+    'hover over the cube with the fingers open')."""
+    env = envs["pick_cube"]
+    for seed in range(5):
+        device = ScriptedIntervener(env, seed=seed)
+        success, flags, _, actions, _ = run_episode(env, device, grasp_then_stall_policy, seed)
+        assert success and flags.any() and device.last_trigger == STALL, seed
+        assert np.all(actions[flags, 6] > 0), seed  # every intervention step keeps the gripper closed
+        assert actions[flags, 2].mean() > 0, seed  # and goes up
+
+
 def ring_knocking_policy(env, seed):  # lets the ring drop, comes down beside it, then sweeps it away
     steps = iter(range(1000))
 

@@ -185,12 +185,14 @@ def _grasp(op: ScriptedOperator, key: str, aim: np.ndarray) -> Generator[np.ndar
 
 
 def _pick_cube_script(op: ScriptedOperator) -> Script:
-    """Hover above the cube, descend, close, lift; open and re-try if the cube did not come."""
+    """Hover above the cube, descend, close, lift; open and re-try if the cube did not come. A
+    cube already held (an operator taking over from a policy that grasped it) is lifted at once."""
     attempt = 0
     while True:
         attempt += 1
         aim = op.aim_offset(attempt)
-        if not (yield from _grasp(op, "cube_pos", aim)):
+        held = bool(op.state()["cube_grasped"])
+        if not held and not (yield from _grasp(op, "cube_pos", aim)):
             continue
         lift_xy = op.state()["tcp_pos"][:2]
         yield from op.move(lambda s: np.array([*lift_xy, 0.14]), CLOSED, tol=0.01, speed=0.8, max_steps=12)

@@ -115,6 +115,7 @@ class PickCube(Task):
             "cube_pos": data.body("cube").xpos.copy(),
             "cube_quat": data.body("cube").xquat.copy(),
             "cube_half": np.float64(self.cube_half),
+            "cube_grasped": np.float64(all(_in_contact(model, data, f, "cube") for f in FINGER_NAMES)),
         }
 
 
