@@ -174,8 +174,9 @@ class TaskPipeline:
         return with_overrides(config, tuple(s.overrides) + tuple(stage_overrides))
 
     def _loss(self, config: AgentConfig, stage: str, stage_overrides):
-        """The stage's paper weights, then the `loss.*` overrides."""
-        return override_section(loss_preset(self.settings.loss_preset, stage), "loss", tuple(self.settings.overrides) + tuple(stage_overrides))
+        """The stage's weights of the settings' loss preset, then the `loss.*` overrides."""
+        overrides = tuple(self.settings.overrides) + tuple(stage_overrides)
+        return override_section(loss_preset(self.settings.loss_preset, stage), "loss", overrides)
 
     def _options(self, dataset: str, workdir: Path, steps: int) -> training.StageOptions:
         return training.StageOptions(dataset_dir=dataset, workdir=str(workdir), steps=steps,
