@@ -186,6 +186,13 @@ class TrainConfig:
       log_every, eval_every, checkpoint_every: in learner steps.
       eval_episodes: episodes per periodic evaluation.
       keep_checkpoints: checkpoints kept on disk.
+      data_loading: how SFT reads its demonstration windows (agents/step_data.py): "memory" holds
+        the decoded split in RAM and samples it uniformly (a resumed run draws exactly the batches
+        an uninterrupted one would); "stream" reads the TFDS files with tf.data (files and decoding
+        in parallel, a shuffle buffer, prefetch) in bounded memory; "auto" (default) streams when
+        the decoded train + held-out splits exceed `memory_budget_mb`.
+      memory_budget_mb: the decoded size up to which "auto" holds the data in memory (4096).
+      shuffle_buffer_mb: decoded bytes of windows in the streaming shuffle buffer (512).
     """
 
     batch_size: int = 256
@@ -198,6 +205,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     eval_episodes: int = 10
     keep_checkpoints: int = 3
+    data_loading: str = "auto"
+    memory_budget_mb: int = 4096
+    shuffle_buffer_mb: int = 512
 
 
 @dataclasses.dataclass(frozen=True)

@@ -254,7 +254,7 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     """Behaviour cloning of backbone + consistency head on the dataset's demonstrations."""
     from vlarft.agents.sft import SFTLearner
     from vlarft.agents.actor import ConRFTPolicy
-    from vlarft.agents.step_data import StepData
+    from vlarft.agents.step_data import StepData, WindowStream, use_stream
 
     start = time.time()
     check_steps(options)
@@ -273,13 +273,20 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     bb = config.backbone
     data_kwargs = dict(window=bb.window, max_text_tokens=bb.max_text_tokens, vocab_size=bb.vocab_size,
                        normalizer=normalizer)
-    train_data = StepData(options.dataset_dir, "train", **data_kwargs)
     held_out = held_out_split(options.dataset_dir)
-    valid_data = StepData(options.dataset_dir, held_out, **data_kwargs)
+    streaming = use_stream(options.dataset_dir, ("train", held_out), config.train)
+    cameras = tuple(sorted(spec.cameras))
+    if streaming:  # bounded memory: windows streamed from the TFDS files (agents/step_data.py)
+        stream_kwargs = dict(data_kwargs, shuffle_buffer_mb=config.train.shuffle_buffer_mb)
+        valid_data = WindowStream(options.dataset_dir, held_out, shuffled=False, **stream_kwargs)
+        first_batch = next(WindowStream(options.dataset_dir, "train", shuffled=False, **stream_kwargs).batches(2))
+    else:
+        train_data = StepData(options.dataset_dir, "train", **data_kwargs)
+        valid_data = StepData(options.dataset_dir, held_out, **data_kwargs)
+        first_batch = train_data.sample(np.random.default_rng(config.train.seed), 2)
     task, instruction, _ = dataset_task(options.dataset_dir)
-    learner = SFTLearner(config, spec.action_dim, train_data.cameras, spec.state_dim)
-    state = learner.init(jax.random.PRNGKey(config.train.seed),
-                         train_data.sample(np.random.default_rng(config.train.seed), 2))
+    learner = SFTLearner(config, spec.action_dim, cameras, spec.state_dim)
+    state = learner.init(jax.random.PRNGKey(config.train.seed), first_batch)
     start_step = 0
     if resumed:
         state, resumed = checkpointer.restore(state)
@@ -291,21 +298,28 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
         state = state.replace(params={**state.params, "backbone": backbone})
     meta = {"stage": "sft", "config": config_to_json(config), "spec": spec_meta(spec),
             "normalizer": normalizer.to_json(), "instruction": instruction, "task": task,
-            "dataset_dir": os.path.abspath(options.dataset_dir)}
-    if "language_embedding" in train_data.arrays:  # what the actor feeds the backbone for this task
-        meta["language_embedding"] = train_data.arrays["language_embedding"][0].tolist()
+            "dataset_dir": os.path.abspath(options.dataset_dir),
+            "data_loading": "stream" if streaming else "memory"}
+    if "language_embedding" in first_batch:  # what the actor feeds the backbone for this task
+        meta["language_embedding"] = np.asarray(first_batch["language_embedding"][0]).tolist()
 
     rng = sampling_generator(config.train.seed, resumed, start_step)
+    if streaming:  # a resumed stream is re-seeded with the step reached (not the batches an uninterrupted run draws)
+        batches = WindowStream(options.dataset_dir, "train", shuffled=True, seed=int(np.random.default_rng([config.train.seed, start_step]).integers(1 << 31)),
+                               **stream_kwargs).batches(config.train.batch_size)
+        next_batch = lambda: next(batches)  # noqa: E731
+    else:
+        next_batch = lambda: train_data.sample(rng, config.train.batch_size)  # noqa: E731
 
     def step_fn(s):
-        return learner.step(s, train_data.sample(rng, config.train.batch_size))
+        return learner.step(s, next_batch())
 
     def bc_error(s):
-        errors = [(len(idx), learner.bc_error(s, batch)) for idx, batch in valid_data.iterate(config.train.batch_size)]
+        errors = [(n, learner.bc_error(s, batch)) for n, batch in valid_data.iterate(config.train.batch_size)]
         return sum(n * e for n, e in errors) / sum(n for n, _ in errors)
 
     def policy_of(s):
-        return ConRFTPolicy(config, s.params["backbone"], s.params["head"], cameras=train_data.cameras,
+        return ConRFTPolicy(config, s.params["backbone"], s.params["head"], cameras=cameras,
                             state_dim=spec.state_dim, action_dim=spec.action_dim, normalizer=normalizer,
                             instruction=instruction, language_embedding=meta.get("language_embedding"))
 
@@ -314,7 +328,7 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
 
     def export_fn(s, step):
         export_policy(options.workdir, s.params["backbone"], s.params["head"],
-                      _export_meta(meta, train_data.cameras, spec, step))
+                      _export_meta(meta, cameras, spec, step))
 
     _, final = run_loop(name="sft", state=state, start_step=start_step, options=options, config=config,
                         step_fn=step_fn, checkpointer=checkpointer, meta=meta, evaluate_fn=evaluate_fn,
