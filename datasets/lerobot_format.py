@@ -56,12 +56,9 @@ class LeRobotFormatError(ValueError):
 
     def __init__(self, reason: str, *, dataset: str, episode: int | None = None, field: str | None = None):
         self.reason, self.dataset, self.episode, self.field = reason, str(dataset), episode, field
-        where = [f"LeRobot dataset {str(dataset)!r}"]
-        if episode is not None:
-            where.append(f"episode {episode}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {reason}")
+        where = (f"LeRobot dataset {str(dataset)!r}", None if episode is None else f"episode {episode}",
+                 None if field is None else f"field {field!r}")
+        super().__init__(", ".join(w for w in where if w) + f": {reason}")
 
 
 @dataclasses.dataclass(frozen=True)

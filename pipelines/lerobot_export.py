@@ -42,11 +42,11 @@ import pyarrow.parquet as pq
 from vlarft.datasets import lerobot_format as fmt
 from vlarft.datasets import lerobot_mapping as mapping
 from vlarft.datasets import lerobot_video
-from vlarft.datasets.directory_swap import incomplete_dir, recover_interrupted_swap, swap_into_place
+from vlarft.datasets.directory_swap import swap_into_place
 from vlarft.datasets.reader import dataset_spec, iterate_episodes, open_dataset
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.datasets.statistics import write_json_atomic
-from vlarft.pipelines.rlds_job import ConversionError
+from vlarft.pipelines.rlds_job import ConversionError, prepare_work_dir, run_to_completion, source_out_parser
 from vlarft.pipelines.sources import DeadLetter
 from vlarft.robot_io.contract import ACTION_NAMES, STATE_DIM, STATE_LAYOUT
 
@@ -315,18 +315,8 @@ def export_lerobot(source_dir: str, out: str, *, fps: int = 10, robot_type: str 
         if w < lerobot_video.MIN_WIDTH or h < lerobot_video.MIN_HEIGHT:
             raise ConversionError(f"{source}: camera {cam!r} is {h}x{w} px; {lerobot_video.VideoEncoderSettings.vcodec} "
                                   f"needs >= {lerobot_video.MIN_HEIGHT}x{lerobot_video.MIN_WIDTH}")
-    work_dir = incomplete_dir(final_dir)
-    try:
-        recovered = recover_interrupted_swap(final_dir, COMPLETE_MARKER)
-        if recovered:
-            log(recovered)
-        if final_dir.exists() and not overwrite:
-            raise ConversionError(f"{final_dir} already exists; pass --overwrite to replace it (the old one is kept "
-                                  f"until the new one is complete)")
-        shutil.rmtree(work_dir, ignore_errors=True)
-        (work_dir / "meta").mkdir(parents=True)
-    except OSError as e:
-        raise ConversionError(f"cannot write {final_dir}: {e.strerror or e}") from None
+    work_dir = prepare_work_dir(final_dir, COMPLETE_MARKER, overwrite, log)
+    (work_dir / "meta").mkdir()
     action_names = list(ACTION_NAMES) if spec.action_dim == len(ACTION_NAMES) else mapping.names_or_default(
         None, spec.action_dim, "action")
     config = ExportConfig(source_dir=str(source), work_dir=str(work_dir), spec=spec, fps=fps,
@@ -343,12 +333,7 @@ def export_lerobot(source_dir: str, out: str, *, fps: int = 10, robot_type: str 
          | "Plan" >> beam.ParDo(PlanExport(config))
          | "Spread" >> beam.Reshuffle()
          | "WriteFiles" >> beam.ParDo(WriteFile(config)))
-    result = pipeline.run()
-    try:
-        result.wait_until_finish()
-    finally:
-        if getattr(result, "client", None) is not None:  # the Dask runner's client
-            result.client.close()
+    run_to_completion(pipeline)
     plan = json.loads((work_dir / ".plan.json").read_text())
     if not plan["total_episodes"]:
         reasons = "\n  ".join(f"{d['episode_id']}: {d['reason']}" for d in plan["dead_letters"][:20])
@@ -372,15 +357,11 @@ def export_lerobot(source_dir: str, out: str, *, fps: int = 10, robot_type: str 
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="our RLDS dataset directory (DATA_DIR/NAME/VERSION); only read")
-    parser.add_argument("--out", required=True, help="the LeRobot dataset directory to write")
+    parser = source_out_parser(__doc__, "our RLDS dataset directory (DATA_DIR/NAME/VERSION); only read",
+                               "the LeRobot dataset directory to write")
     parser.add_argument("--fps", type=int, default=10, help="frames per second of the recording (default 10, our sim)")
     parser.add_argument("--robot_type", default=None,
                         help="info.json robot_type (default: the episodes' robot when they all agree)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing OUT (kept until the new one is complete)")
     return parser.parse_known_args(argv)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from vlarft.datasets import lerobot_format, lerobot_mapping, lerobot_video
 from vlarft.datasets.lerobot_format import LeRobotFormatError, LeRobotMeta
 from vlarft.datasets.schema import Episode, validate_episode
-from vlarft.pipelines.rlds_job import ConversionError, JobResult, report, run_rlds_job
+from vlarft.pipelines.rlds_job import ConversionError, JobResult, report, run_rlds_job, source_out_parser
 from vlarft.pipelines.sources import DeadLetter
 
 EPISODES_PER_SHARD = 100
@@ -136,17 +136,13 @@ def import_lerobot(source: str, output_dir: str, dataset: str = "", *, version: 
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="the LeRobotDataset v3.0 directory (meta/info.json inside); only read")
-    parser.add_argument("--out", required=True, help="TFDS data directory the dataset goes into")
+    parser = source_out_parser(__doc__, "the LeRobotDataset v3.0 directory (meta/info.json inside); only read",
+                               "TFDS data directory the dataset goes into (OUT/DATASET/VERSION)")
     parser.add_argument("--dataset", default="", help="dataset name (snake_case); default: the source folder's name")
     parser.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
     parser.add_argument("--validation_fraction", type=float, default=0.0,
                         help="share of the source's train episodes held out as validation (default 0: "
                              "the source's own splits)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing OUT/DATASET/VERSION (kept until the new one is complete)")
     return parser.parse_known_args(argv)
 
 

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_episode
+from test_conversion import read_all
 from vlarft.datasets import lerobot_format as fmt
 from vlarft.datasets import lerobot_mapping, lerobot_video
 from vlarft.datasets.lerobot_format import LeRobotFormatError
 from vlarft.datasets.raw_episodes import write_raw_episode
-from vlarft.datasets.reader import iterate_episodes
 from vlarft.datasets.schema import EpisodeSpec, flatten
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.lerobot_export import export_lerobot
@@ -29,17 +29,6 @@ SPEC = EpisodeSpec(cameras={"front": (24, 32), "wrist": (16, 32)})
 QUIET = lambda msg: None
 # AV1 (crf 30, 4:2:0) measured on these smooth test frames: max 12, mean 2.2 grey levels (RLDS JPEG included)
 IMAGE_MAX_ERROR, IMAGE_MEAN_ERROR = 24, 4.0
-
-
-def read_all(dataset_dir) -> dict:
-    out = {}
-    for split in ("train", "validation"):
-        try:
-            for ep in iterate_episodes(dataset_dir, split):
-                out[ep["episode_metadata"]["episode_id"]] = (split, ep)
-        except (KeyError, ValueError):
-            pass
-    return out
 
 
 def tree_digest(root: Path) -> dict:
