@@ -296,8 +296,12 @@ class ExportResult:
 
 
 def export_lerobot(source_dir: str, out: str, *, fps: int = 10, robot_type: str | None = None,
-                   overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print) -> ExportResult:
-    """Writes the RLDS dataset at `source_dir` as a LeRobotDataset v3.0 directory `out`."""
+                   overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print,
+                   data_files_size_in_mb: float = fmt.DATA_FILES_SIZE_IN_MB,
+                   video_files_size_in_mb: float = fmt.VIDEO_FILES_SIZE_IN_MB,
+                   chunks_size: int = fmt.CHUNKS_SIZE) -> ExportResult:
+    """Writes the RLDS dataset at `source_dir` as a LeRobotDataset v3.0 directory `out` (the file
+    budgets are lerobot's defaults; a data file's size is estimated from the uncompressed columns)."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     start = time.time()
@@ -320,7 +324,9 @@ def export_lerobot(source_dir: str, out: str, *, fps: int = 10, robot_type: str 
     action_names = list(ACTION_NAMES) if spec.action_dim == len(ACTION_NAMES) else mapping.names_or_default(
         None, spec.action_dim, "action")
     config = ExportConfig(source_dir=str(source), work_dir=str(work_dir), spec=spec, fps=fps,
-                          state_names=tuple(default_state_names(spec.state_dim)), action_names=tuple(action_names))
+                          state_names=tuple(default_state_names(spec.state_dim)), action_names=tuple(action_names),
+                          data_files_size_in_mb=data_files_size_in_mb, video_files_size_in_mb=video_files_size_in_mb,
+                          chunks_size=chunks_size)
     shards = [f"{split}[{i}shard]" for split, split_info in info.splits.items() for i in range(split_info.num_shards)]
     options = PipelineOptions(list(pipeline_args))
     runner = options.view_as(StandardOptions).runner or "DirectRunner"

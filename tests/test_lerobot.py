@@ -78,6 +78,28 @@ def test_round_trip_rlds_lerobot_rlds(round_trip):
     assert errors.max() <= IMAGE_MAX_ERROR and errors.mean() <= IMAGE_MEAN_ERROR, (errors.max(), errors.mean())
 
 
+def test_files_roll_at_their_budgets_and_still_round_trip(round_trip, tmp_path):
+    """Budgets small enough for one episode per data file and per video file, two files per chunk."""
+    exported = export_lerobot(round_trip["source"], str(tmp_path / "rolled"), fps=15, log=QUIET,
+                              data_files_size_in_mb=1e-6, video_files_size_in_mb=1e-6, chunks_size=2)
+    root = Path(exported.lerobot_dir)
+    rows = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    placed = [(r["data/chunk_index"], r["data/file_index"]) for r in rows]
+    assert placed == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for row in rows:
+        assert row["videos/observation.images.front/from_timestamp"] == 0.0
+        assert (row["videos/observation.images.wrist/chunk_index"], row["videos/observation.images.wrist/file_index"]) \
+            == (row["data/chunk_index"], row["data/file_index"])
+    assert (root / "data/chunk-001/file-001.parquet").is_file()
+    assert (root / "videos/observation.images.wrist/chunk-001/file-001.mp4").is_file()
+    back = import_lerobot(str(root), str(tmp_path / "back"), "rolled", log=QUIET)
+    want, got = read_all(round_trip["source"]), read_all(back.dataset_dir)
+    assert set(got) == set(want)
+    for eid, (split, episode) in want.items():
+        np.testing.assert_array_equal(got[eid][1]["steps"]["action"], episode["steps"]["action"])
+        assert got[eid][1]["steps"]["observation"]["image_front"].shape == episode["steps"]["observation"]["image_front"].shape
+
+
 def test_export_matches_the_lerobot_format(round_trip):
     root = round_trip["lerobot"]
     info = json.loads((root / fmt.INFO_PATH).read_text())
