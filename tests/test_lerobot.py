@@ -18,13 +18,15 @@ from vlarft.datasets import lerobot_format as fmt
 from vlarft.datasets import lerobot_mapping, lerobot_video
 from vlarft.datasets.lerobot_format import LeRobotFormatError
 from vlarft.datasets.raw_episodes import write_raw_episode
-from vlarft.datasets.schema import EpisodeSpec, flatten
+from vlarft.datasets.schema import EpisodeSpec, as_stored, flatten
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.lerobot_export import export_lerobot
 from vlarft.pipelines.lerobot_import import LeRobotEpisodeReader, import_lerobot
+from vlarft.pipelines.lerobot_import import main as lerobot_import_main
 from vlarft.pipelines.rlds_job import ConversionError
 
 FIXTURE = Path(__file__).parent / "data" / "lerobot_v30_fixture"  # written by lerobot 0.6.1 (make_lerobot_fixture.py)
+IMAGES_FIXTURE = FIXTURE.with_name("lerobot_v30_images_fixture")  # the same with PNG `image` features
 SPEC = EpisodeSpec(cameras={"front": (24, 32), "wrist": (16, 32)})
 QUIET = lambda msg: None
 # AV1 (crf 30, 4:2:0) measured on these smooth test frames: max 12, mean 2.2 grey levels (RLDS JPEG included)
@@ -206,11 +208,25 @@ def test_import_a_dataset_written_by_lerobot_and_bad_episodes_are_dead_letters(t
         assert steps["is_terminal"].tolist() == [False] * (length - 1) + [True]  # from next.success
         assert steps["discount"].tolist() == [1.0] * (length - 2) + [0.0, 0.0]
         assert episode["episode_metadata"]["success"] and episode["episode_metadata"]["robot"] == "toy_arm"
-        y, x = np.mgrid[0:24, 0:32]  # the frames make_lerobot_fixture.py drew
-        drawn = np.stack([np.clip(np.stack([60 + 4 * x + 8 * t, 80 + 5 * y + 20 * index, 120 + 2 * x + 2 * y], -1),
-                                  0, 255) for t in range(length)])
-        error = np.abs(steps["observation"]["image_front"].astype(int) - drawn)
+        error = np.abs(steps["observation"]["image_front"].astype(int) - drawn_frames(index, length))
         assert error.mean() <= IMAGE_MEAN_ERROR and error.max() <= IMAGE_MAX_ERROR, (error.mean(), error.max())
+
+
+def drawn_frames(episode: int, length: int) -> np.ndarray:
+    """The frames make_lerobot_fixture.py drew."""
+    y, x = np.mgrid[0:24, 0:32]
+    return np.stack([np.clip(np.stack([60 + 4 * x + 8 * t, 80 + 5 * y + 20 * episode, 120 + 2 * x + 2 * y], -1),
+                             0, 255) for t in range(length)]).astype(np.uint8)
+
+
+def test_import_png_image_features_exactly(tmp_path):
+    result = import_lerobot(str(IMAGES_FIXTURE), str(tmp_path / "out"), "png", log=QUIET)
+    got = {ep["episode_metadata"]["episode_id"]: ep for _, ep in read_all(result.dataset_dir).values()}
+    assert len(got) == 3 and result.dead_letters == []
+    for index, length in ((0, 4), (1, 6), (2, 3)):
+        frames = got[f"lerobot_v30_images_fixture_{index:06d}"]["steps"]["observation"]["image_front"]
+        # PNG is lossless: exactly the drawn frames as our RLDS stores them (JPEG)
+        np.testing.assert_array_equal(frames, np.stack([as_stored(f) for f in drawn_frames(index, length)]))
 
 
 def damaged_copy(tmp_path, change) -> Path:
@@ -225,7 +241,7 @@ def read_episode(source: Path, index: int):
     return list(LeRobotEpisodeReader(meta, lerobot_mapping.import_layout(meta), "damaged")(f"{source}#{index}"))
 
 
-def test_bad_lerobot_input_names_dataset_episode_and_field(tmp_path):
+def test_bad_lerobot_input_names_dataset_episode_and_field(tmp_path, capsys):
     def set_info(source, **changes):
         info = json.loads((source / fmt.INFO_PATH).read_text())
         for dotted, value in changes.items():
@@ -256,6 +272,8 @@ def test_bad_lerobot_input_names_dataset_episode_and_field(tmp_path):
 
     with pytest.raises(LeRobotFormatError, match="no meta/info.json"):
         fmt.read_meta(tmp_path / "nothing_here")
+    assert lerobot_import_main([str(older), f"--out={tmp_path / 'cli'}"]) == 1  # the CLI: one error line
+    assert "error: LeRobot dataset" in capsys.readouterr().err
 
 
 def test_export_refuses_an_existing_output_and_the_source_itself(round_trip, tmp_path):

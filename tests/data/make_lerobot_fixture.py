@@ -3,9 +3,10 @@ vlarft: it needs Python >= 3.12). Run once in a scratch venv, never by the test 
 
     python3.12 -m venv /tmp/lerobot-venv && /tmp/lerobot-venv/bin/pip install "lerobot[dataset]==0.6.1"
     /tmp/lerobot-venv/bin/python tests/data/make_lerobot_fixture.py tests/data/lerobot_v30_fixture
+    /tmp/lerobot-venv/bin/python tests/data/make_lerobot_fixture.py tests/data/lerobot_v30_images_fixture --images
 
 Three episodes (4, 6 and 3 frames) at 10 fps, two tasks, one 32x24 camera as AV1 video with
-lerobot's default encoder, a 4-d state and a 3-d action with names, `next.reward` and
+lerobot's default encoder (with --images: PNG `image` features inside the parquet), a 4-d state and a 3-d action with names, `next.reward` and
 `next.success`. The frames are smooth gradients so the codec error stays small.
 """
 
@@ -31,11 +32,14 @@ def frame_image(episode: int, t: int) -> np.ndarray:
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
-def main(out: str) -> None:
+def main(out: str, use_videos: bool) -> None:
     root = Path(out)
     shutil.rmtree(root, ignore_errors=True)
-    dataset = LeRobotDataset.create("vlarft/fixture", fps=10, features=FEATURES, root=root,
-                                    robot_type="toy_arm", use_videos=True)
+    features = dict(FEATURES)
+    if not use_videos:
+        features["observation.images.front"] = dict(features["observation.images.front"], dtype="image")
+    dataset = LeRobotDataset.create("vlarft/fixture", fps=10, features=features, root=root,
+                                    robot_type="toy_arm", use_videos=use_videos)
     rng = np.random.default_rng(0)
     for episode, (length, task) in enumerate([(4, "pick the cube"), (6, "push the cube left"),
                                               (3, "pick the cube")]):
@@ -54,4 +58,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], use_videos="--images" not in sys.argv[2:])
