@@ -70,9 +70,9 @@ class LeRobotEpisodeReader:
             if not path.is_file():
                 raise LeRobotFormatError(f"video file {path} is missing", dataset=meta.root, episode=index, field=key)
             try:
+                # frame_index / fps: exact where float32 `timestamp` (checked equal) drifts past ~2000 s
                 images[cam] = lerobot_video.decode_frames(
-                    path, row[f"videos/{key}/from_timestamp"] + columns["timestamp"].astype(np.float64),
-                    self.tolerance_s)
+                    path, row[f"videos/{key}/from_timestamp"] + columns["frame_index"] / meta.fps, self.tolerance_s)
             except lerobot_video.VideoDecodeError as e:
                 raise LeRobotFormatError(str(e), dataset=meta.root, episode=index, field=key) from None
             want = tuple(self.layout.spec.cameras[cam])

@@ -276,6 +276,18 @@ def test_bad_lerobot_input_names_dataset_episode_and_field(tmp_path, capsys):
     assert "error: LeRobot dataset" in capsys.readouterr().err
 
 
+def test_dask_runner_writes_the_same_files(round_trip, tmp_path):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        dask = export_lerobot(round_trip["source"], str(tmp_path / "dask"), fps=15, log=QUIET, pipeline_args=[
+            "--runner=apache_beam.runners.dask.dask_runner.DaskRunner", f"--dask_client_address={cluster.scheduler_address}"])
+    assert "DaskRunner" in dask.runner
+    direct, other = tree_digest(round_trip["lerobot"]), tree_digest(Path(dask.lerobot_dir))
+    assert set(direct) == set(other)
+    assert {k for k in direct if direct[k] != other[k]} == {"meta/vlarft_export.json"}  # it names the runner
+
+
 def test_export_refuses_an_existing_output_and_the_source_itself(round_trip, tmp_path):
     with pytest.raises(ConversionError, match="already exists"):
         export_lerobot(round_trip["source"], str(round_trip["lerobot"]), log=QUIET)
