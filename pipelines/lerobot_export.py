@@ -94,8 +94,9 @@ def default_state_names(state_dim: int) -> list[str]:
     return [f"{part}_{i}" if size > 1 else part for part, size in STATE_LAYOUT for i in range(size)]
 
 
-def staged(work_dir: str, episode_id: str) -> str:
-    return os.path.join(work_dir, STAGING, hashlib.sha256(episode_id.encode()).hexdigest()[:24])
+def staged(work_dir: str, shard: str, position: int) -> str:
+    """Where the episode at `position` of `shard` is staged (unique even for duplicate ids)."""
+    return os.path.join(work_dir, STAGING, hashlib.sha256(f"{shard}#{position}".encode()).hexdigest()[:24])
 
 
 class StageEpisodes(beam.DoFn):
@@ -106,23 +107,20 @@ class StageEpisodes(beam.DoFn):
         self.config = config
 
     def process(self, shard: str) -> Iterator[tuple]:
-        split = shard.split("[", 1)[0]
         cfg = self.config
-        for episode in iterate_episodes(cfg.source_dir, shard):
+        for position, episode in enumerate(iterate_episodes(cfg.source_dir, shard)):
             eid = episode["episode_metadata"]["episode_id"]
             try:
-                yield "summary", self._stage(episode, split)
+                yield "summary", self._stage(episode, shard.split("[", 1)[0], staged(cfg.work_dir, shard, position))
             except (ValueError, OSError) as e:
                 yield "dead", DeadLetter(file=f"{cfg.source_dir}:{shard}", episode_id=eid, reason=str(e))
 
-    def _stage(self, episode, split: str) -> dict:
+    def _stage(self, episode, split: str, base: str) -> dict:
         cfg = self.config
         eid = episode["episode_metadata"]["episode_id"]
-        base = staged(cfg.work_dir, eid)
         os.makedirs(os.path.dirname(base), exist_ok=True)
         columns = mapping.episode_columns(episode, cfg.fps)
-        stats = {}
-        video_bytes = {}
+        stats, video_bytes = {}, {}
         for cam in cfg.spec.cameras:
             frames = episode["steps"]["observation"][f"image_{cam}"]
             try:
@@ -136,9 +134,9 @@ class StageEpisodes(beam.DoFn):
         instructions = [str(s) for s in episode["steps"]["language_instruction"]]
         np.savez(f"{base}.npz", **columns)
         stats.update({key: fmt.feature_stats(values) for key, values in columns.items()})
-        return {"episode_id": eid, "split": split, "length": len(instructions), "instructions": instructions,
-                "metadata": episode["episode_metadata"], "stats": stats, "video_bytes": video_bytes,
-                "data_bytes": sum(np.asarray(v).nbytes for v in columns.values())}
+        return {"episode_id": eid, "split": split, "staged": base, "length": len(instructions),
+                "instructions": instructions, "metadata": episode["episode_metadata"], "stats": stats,
+                "video_bytes": video_bytes, "data_bytes": sum(np.asarray(v).nbytes for v in columns.values())}
 
 
 class PlanExport(beam.DoFn):
@@ -151,17 +149,9 @@ class PlanExport(beam.DoFn):
     def process(self, keyed: tuple) -> Iterator[tuple]:
         _, records = keyed
         cfg = self.config
-        rank = lambda s: (SPLIT_ORDER.index(s["split"]) if s["split"] in SPLIT_ORDER else len(SPLIT_ORDER),
-                          s["split"], s["episode_id"])
-        summaries = sorted((r for kind, r in records if kind == "summary"), key=rank)
-        dead = [r for kind, r in records if kind == "dead"]
-        episodes, seen = [], set()
-        for s in summaries:
-            if s["episode_id"] in seen:
-                dead.append(DeadLetter(file=cfg.source_dir, episode_id=s["episode_id"], reason="duplicate episode_id"))
-                continue
-            seen.add(s["episode_id"])
-            episodes.append(s)
+        episodes, dead = _ordered_unique([r for kind, r in records if kind == "summary"], cfg.source_dir)
+        dead += [r for kind, r in records if kind == "dead"]
+        features = cfg.features()
         tasks: dict[str, int] = {}
         rows, data_jobs, video_jobs = [], {}, {}
         data_file = _FileRoller(cfg.data_files_size_in_mb, cfg.chunks_size)
@@ -170,26 +160,20 @@ class PlanExport(beam.DoFn):
         for index, s in enumerate(episodes):
             task_indices = [tasks.setdefault(t, len(tasks)) for t in s["instructions"]]
             chunk, file = data_file.place(s["data_bytes"], s["length"])
-            data_jobs.setdefault((chunk, file), []).append(
-                (staged(cfg.work_dir, s["episode_id"]), index, frames_before, task_indices))
+            data_jobs.setdefault((chunk, file), []).append((s["staged"], index, frames_before, task_indices))
             row = {"episode_index": index, "tasks": list(dict.fromkeys(s["instructions"])), "length": s["length"],
                    "data/chunk_index": chunk, "data/file_index": file,
                    "dataset_from_index": frames_before, "dataset_to_index": frames_before + s["length"]}
             for cam, roller in video_files.items():
                 v_chunk, v_file = roller.place(s["video_bytes"][cam], s["length"])
-                start = roller.frames_before_last / cfg.fps
-                key = f"{mapping.CAMERA_PREFIX}{cam}"
-                video_jobs.setdefault((cam, v_chunk, v_file), []).append((staged(cfg.work_dir, s["episode_id"]), s["length"]))
-                row.update({f"videos/{key}/chunk_index": v_chunk, f"videos/{key}/file_index": v_file,
-                            f"videos/{key}/from_timestamp": start,
-                            f"videos/{key}/to_timestamp": start + s["length"] / cfg.fps})
-            stats = dict(s["stats"])
-            stats["episode_index"] = fmt.feature_stats(np.full(s["length"], index))
-            stats["index"] = fmt.feature_stats(np.arange(frames_before, frames_before + s["length"]))
-            stats["task_index"] = fmt.feature_stats(np.asarray(task_indices))
-            s["stats"] = stats
-            row.update({f"stats/{feature}/{name}": np.asarray(stats[feature][name]).tolist()
-                        for feature in cfg.features() if feature in stats for name in fmt.STAT_NAMES})
+                video_jobs.setdefault((cam, v_chunk, v_file), []).append((s["staged"], s["length"]))
+                row.update(_video_columns(f"{mapping.CAMERA_PREFIX}{cam}", v_chunk, v_file,
+                                          roller.frames_before_last, s["length"], cfg.fps))
+            s["stats"].update({"episode_index": fmt.feature_stats(np.full(s["length"], index)),
+                               "index": fmt.feature_stats(np.arange(frames_before, frames_before + s["length"])),
+                               "task_index": fmt.feature_stats(np.asarray(task_indices))})
+            row.update({f"stats/{feature}/{name}": np.asarray(s["stats"][feature][name]).tolist()
+                        for feature in features if feature in s["stats"] for name in fmt.STAT_NAMES})
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
             row.update(mapping.metadata_columns(s["metadata"], s["split"]))
             rows.append(row)
@@ -198,24 +182,49 @@ class PlanExport(beam.DoFn):
         if episodes:
             fmt.write_episodes(root, rows)
             fmt.write_tasks(root, list(tasks))
-            features = [f for f in cfg.features() if f in episodes[0]["stats"]]
-            fmt.write_stats(root, fmt.stats_to_json(
-                {f: fmt.aggregate_stats([s["stats"][f] for s in episodes]) for f in features}))
-        splits, start = {}, 0
-        for split in dict.fromkeys(s["split"] for s in episodes):
-            count = sum(s["split"] == split for s in episodes)
-            splits[split] = f"{start}:{start + count}"
-            start += count
+            fmt.write_stats(root, fmt.stats_to_json({f: fmt.aggregate_stats([s["stats"][f] for s in episodes])
+                                                     for f in features if f in episodes[0]["stats"]}))
         robots = sorted({s["metadata"]["robot"] for s in episodes})
-        plan = {"total_episodes": len(episodes), "total_frames": frames_before, "total_tasks": len(tasks),
-                "splits": splits, "robot_type": robots[0] if len(robots) == 1 else None,
-                "dead_letters": [d.to_json() for d in sorted(dead, key=lambda d: (d.episode_id, d.reason))],
-                "episode_ids": [s["episode_id"] for s in episodes]}
-        write_json_atomic(root / ".plan.json", plan)
+        write_json_atomic(root / ".plan.json", {
+            "total_episodes": len(episodes), "total_frames": frames_before, "total_tasks": len(tasks),
+            "splits": _split_ranges([s["split"] for s in episodes]), "robot_type": robots[0] if len(robots) == 1 else None,
+            "dead_letters": [d.to_json() for d in sorted(dead, key=lambda d: (d.episode_id, d.reason))],
+            "episode_ids": [s["episode_id"] for s in episodes]})
         for (chunk, file), items in data_jobs.items():
             yield "data", (chunk, file), items
         for (cam, chunk, file), items in video_jobs.items():
             yield "video", (cam, chunk, file), items
+
+
+def _ordered_unique(summaries: list[dict], source: str) -> tuple[list[dict], list[DeadLetter]]:
+    """Episodes in export order (train, validation, other splits; by id), duplicates dead-lettered."""
+    rank = lambda s: (SPLIT_ORDER.index(s["split"]) if s["split"] in SPLIT_ORDER else len(SPLIT_ORDER),
+                      s["split"], s["episode_id"], s["staged"])
+    episodes, dead, seen = [], [], set()
+    for s in sorted(summaries, key=rank):
+        if s["episode_id"] in seen:
+            dead.append(DeadLetter(file=source, episode_id=s["episode_id"], reason="duplicate episode_id"))
+        else:
+            seen.add(s["episode_id"])
+            episodes.append(s)
+    return episodes, dead
+
+
+def _video_columns(key: str, chunk: int, file: int, frames_before: int, length: int, fps: int) -> dict:
+    """An episode's meta/episodes columns for one camera: its file and its span inside it."""
+    start = frames_before / fps
+    return {f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
+            f"videos/{key}/from_timestamp": start, f"videos/{key}/to_timestamp": start + length / fps}
+
+
+def _split_ranges(splits_in_order: list[str]) -> dict[str, str]:
+    """info.json `splits`: split -> "start:end" over the episode indices (episodes grouped by split)."""
+    ranges, start = {}, 0
+    for split in dict.fromkeys(splits_in_order):
+        count = splits_in_order.count(split)
+        ranges[split] = f"{start}:{start + count}"
+        start += count
+    return ranges
 
 
 class _FileRoller:
