@@ -29,12 +29,12 @@ MIN_WIDTH, MIN_HEIGHT = 32, 8
 class VideoEncoderSettings:
     """lerobot 0.6.1's default RGB encoder (recorded in info.json as lerobot records it)."""
 
-    vcodec: str = "libsvtav1"
-    pix_fmt: str = "yuv420p"
-    g: int = 2
-    crf: int = 30
-    preset: int = 12
-    fast_decode: int = 0
+    vcodec: str = "libsvtav1"  # the AV1 encoder (stream codec name "av1")
+    pix_fmt: str = "yuv420p"  # 4:2:0 chroma: the main source of error at sharp colour edges
+    g: int = 2  # GOP: a keyframe every 2 frames, so random access decodes at most 2 frames
+    crf: int = 30  # quality (lower = better, larger files)
+    preset: int = 12  # speed preset (SVT-AV1 3.x maps 12 to 10 and says so)
+    fast_decode: int = 0  # svtav1-params fast-decode level
 
     def codec_options(self) -> dict[str, str]:
         return {"g": str(self.g), "crf": str(self.crf), "preset": str(self.preset),
