@@ -28,6 +28,7 @@ from vlarft.pipelines.rlds_job import ConversionError
 FIXTURE = Path(__file__).parent / "data" / "lerobot_v30_fixture"  # written by lerobot 0.6.1 (make_lerobot_fixture.py)
 IMAGES_FIXTURE = FIXTURE.with_name("lerobot_v30_images_fixture")  # the same with PNG `image` features
 SPEC = EpisodeSpec(cameras={"front": (24, 32), "wrist": (16, 32)})
+FULL_SPEC = EpisodeSpec(cameras=SPEC.cameras, embedding_dim=4, with_mc_return=True, language_embedding_dim=3)
 QUIET = lambda msg: None
 # AV1 (crf 30, 4:2:0) measured on these smooth test frames: max 12, mean 2.2 grey levels (RLDS JPEG included)
 IMAGE_MAX_ERROR, IMAGE_MEAN_ERROR = 24, 4.0
@@ -42,12 +43,17 @@ def tree_digest(root: Path) -> dict:
 def round_trip(tmp_path_factory):
     """Our RLDS dataset (4 episodes, 2 cameras, with a validation split) -> LeRobot -> RLDS."""
     tmp = tmp_path_factory.mktemp("lerobot")
+    rng = np.random.default_rng(7)
     for i in range(4):
         episode = make_episode(episode_id=f"ep{i}", length=2 + i, terminal=i % 2 == 0, seed=i, spec=SPEC)
         episode["episode_metadata"]["recorded_at"] = f"2026-12-01T10:0{i}:00Z"
         if i == 3:  # a second instruction inside one episode: per-frame tasks
             episode["steps"]["language_instruction"][2:] = "then lift it"
-        write_raw_episode(tmp / f"ep{i}.npz", episode, SPEC)
+        steps = episode["steps"]  # the optional fields later stages add, so every one round-trips
+        steps["mc_return"] = rng.normal(size=3 + i).astype(np.float32)
+        steps["embedding"] = rng.normal(size=(3 + i, 4)).astype(np.float32)
+        steps["language_embedding"] = rng.normal(size=(3 + i, 3)).astype(np.float32)
+        write_raw_episode(tmp / f"ep{i}.npz", episode, FULL_SPEC)
     source = convert([str(tmp)], str(tmp / "rlds"), "tiny", validation_fraction=0.25, log=QUIET).dataset_dir
     before = tree_digest(Path(source))
     exported = export_lerobot(source, str(tmp / "lerobot"), fps=15, log=QUIET)
@@ -59,6 +65,7 @@ def round_trip(tmp_path_factory):
 def test_round_trip_rlds_lerobot_rlds(round_trip):
     assert round_trip["source_unchanged"]
     assert round_trip["export"].dead_letters == [] and round_trip["back"].dead_letters == []
+    assert round_trip["back"].spec == FULL_SPEC  # embeddings, mc_return, language_embedding included
     want, got = read_all(round_trip["source"]), read_all(round_trip["back"].dataset_dir)
     assert set(got) == set(want) == {f"ep{i}" for i in range(4)}
     errors = []
