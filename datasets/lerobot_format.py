@@ -133,6 +133,8 @@ def data_schema(features: Mapping[str, Mapping]) -> pa.Schema:
 def column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A parquet column as a numpy array with the frames along the first axis."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column.type, pa.ExtensionType):  # Hugging Face's ArrayND: nested lists underneath
+        column = column.storage
     if pa.types.is_fixed_size_list(column.type) and not pa.types.is_nested(column.type.value_type):
         return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
     if pa.types.is_nested(column.type) and not pa.types.is_struct(column.type):
@@ -340,7 +342,10 @@ def read_episode_table(meta: LeRobotMeta, episode_index: int) -> dict[str, np.nd
             continue
         if key not in table.column_names:
             raise fail(f"declared in info.json but not a column of {path}", key)
-        values = column_to_numpy(table[key])
+        try:
+            values = column_to_numpy(table[key])
+        except (pa.ArrowException, ValueError, TypeError) as e:
+            raise fail(f"cannot read the column of {path}: {e}", key) from None
         want = tuple(feature["shape"])
         got = values.shape[1:] if values.ndim > 1 else (1,)
         if feature["dtype"] not in ("string", "image") and got != want:

@@ -53,7 +53,7 @@ class LeRobotEpisodeReader:
             yield validate_episode(episode, self.layout.spec)
         except LeRobotFormatError as e:
             yield DeadLetter(file=item, reason=str(e), episode_id=f"{self.dataset_name}_{index:06d}")
-        except ValueError as e:  # SchemaError names the step and field
+        except (ValueError, OSError) as e:  # SchemaError names the step and field; OSError: an unreadable image
             yield DeadLetter(file=item, reason=f"LeRobot dataset {self.meta.root!r}, episode {index}: {e}",
                              episode_id=getattr(e, "episode_id", "") or f"{self.dataset_name}_{index:06d}")
 
@@ -66,6 +66,9 @@ class LeRobotEpisodeReader:
             if feature["dtype"] == "image":
                 images[cam] = lerobot_mapping.decode_image_column(columns[key])
                 continue
+            spans = [f"videos/{key}/{c}" for c in ("chunk_index", "file_index", "from_timestamp")]
+            if any(row.get(c) is None for c in spans):
+                raise LeRobotFormatError(f"meta/episodes lacks {spans}", dataset=meta.root, episode=index, field=key)
             path = meta.video_file(row, key)
             if not path.is_file():
                 raise LeRobotFormatError(f"video file {path} is missing", dataset=meta.root, episode=index, field=key)

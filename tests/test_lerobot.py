@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -276,6 +277,15 @@ def test_bad_lerobot_input_names_dataset_episode_and_field(tmp_path, capsys):
     wrong_shape = damaged_copy(tmp_path / "d", lambda s: set_info(s, **{"features|observation.state|shape": [5]}))
     [dead] = read_episode(wrong_shape, 1)
     assert "episode 1" in dead.reason and "'observation.state'" in dead.reason and "[4]" in dead.reason
+
+    def scale_actions(source):  # a foreign action space: our schema wants [-1, 1]
+        path = source / "data/chunk-000/file-000.parquet"
+        table = pq.read_table(path)
+        scaled = pa.FixedSizeListArray.from_arrays(pa.array(np.stack(table["action"].to_numpy(zero_copy_only=False))
+                                                            .reshape(-1) * 5, pa.float32()), 3)
+        pq.write_table(table.set_column(table.schema.get_field_index("action"), "action", scaled), path)
+    [dead] = read_episode(damaged_copy(tmp_path / "e", scale_actions), 0)
+    assert "episode 0" in dead.reason and "'action'" in dead.reason and "outside [-1, 1]" in dead.reason
 
     with pytest.raises(LeRobotFormatError, match="no meta/info.json"):
         fmt.read_meta(tmp_path / "nothing_here")
