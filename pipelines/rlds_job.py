@@ -9,6 +9,7 @@ interrupted is finished or undone at the next start (`datasets/directory_swap.py
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -57,18 +58,7 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     if not re.fullmatch(r"[a-z][a-z0-9_]*", dataset):
         raise ValueError(f"--dataset={dataset!r}: use snake_case (lowercase letters, digits, _)")
     final_dir = Path(output_dir).absolute() / dataset / version
-    work_dir = incomplete_dir(final_dir)
-    try:
-        recovered = recover_interrupted_swap(final_dir, COMPLETE_MARKER)
-        if recovered:
-            log(recovered)
-        if final_dir.exists() and not overwrite:
-            raise ConversionError(f"{final_dir} already exists; pass --overwrite to replace it (the old "
-                                  f"dataset is kept until the new one is complete)")
-        shutil.rmtree(work_dir, ignore_errors=True)
-        work_dir.mkdir(parents=True)
-    except OSError as e:
-        raise ConversionError(f"cannot write the dataset {final_dir}: {e.strerror or e}") from None
+    work_dir = prepare_work_dir(final_dir, COMPLETE_MARKER, overwrite, log)
     config = rlds_writer.WriteConfig(dataset=dataset, work_dir=str(work_dir), spec=spec, num_buckets=num_buckets,
                                      validation_fraction=validation_fraction, fixed_splits=fixed_splits,
                                      input_dead_letters=tuple(dead_letters))
@@ -77,12 +67,7 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     log(f"{verb} {len(inputs)} input(s) into {final_dir} on {runner} ({num_buckets} shard bucket(s))...")
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | "Inputs" >> beam.Create(list(inputs)) | "ToRlds" >> rlds_writer.ConvertToRlds(config, reader)
-    result = pipeline.run()
-    try:
-        result.wait_until_finish()
-    finally:
-        if getattr(result, "client", None) is not None:  # the Dask runner's client
-            result.client.close()
+    run_to_completion(pipeline)
     dead = _read_dead_letters(work_dir)
     episodes = _finalize(work_dir, config, dead)
     for name, content in (extra_files or {}).items():
@@ -93,6 +78,46 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     swap_into_place(work_dir, final_dir, COMPLETE_MARKER)
     return JobResult(dataset_dir=str(final_dir), spec=spec, episodes=episodes, dead_letters=dead,
                      runner=runner, wall_s=time.time() - start)
+
+
+def prepare_work_dir(final_dir: Path, marker: str, overwrite: bool, log) -> Path:
+    """Repairs an interrupted swap at `final_dir`, refuses an existing one unless `overwrite`, and
+    returns an empty `.incomplete-` folder beside it to assemble the new one in."""
+    work_dir = incomplete_dir(final_dir)
+    try:
+        recovered = recover_interrupted_swap(final_dir, marker)
+        if recovered:
+            log(recovered)
+        if final_dir.exists() and not overwrite:
+            raise ConversionError(f"{final_dir} already exists; pass --overwrite to replace it (the old "
+                                  f"dataset is kept until the new one is complete)")
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+    except OSError as e:
+        raise ConversionError(f"cannot write the dataset {final_dir}: {e.strerror or e}") from None
+    return work_dir
+
+
+def source_out_parser(doc: str, source_help: str, out_help: str) -> argparse.ArgumentParser:
+    """The command line of a job reading SOURCE into --out=DIR (Beam options pass through
+    `parse_known_args`): the doc's first paragraph as description, SOURCE, --out, --overwrite."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help=source_help)
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (kept until the new one is complete)")
+    return parser
+
+
+def run_to_completion(pipeline) -> None:
+    """Runs a Beam pipeline and waits for it (closing the Dask runner's client afterwards)."""
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        if getattr(result, "client", None) is not None:  # the Dask runner's client
+            result.client.close()
 
 
 def report(result: JobResult, verb: str, log) -> None:
