@@ -1,5 +1,5 @@
 # The two commands of the README. Each one creates/updates .venv by itself first.
-.PHONY: sim test setup
+.PHONY: sim test setup bench
 
 setup:
 	@bash tools/setup_env.sh
@@ -11,3 +11,7 @@ sim: setup
 # The test suite (pytest's own runner, so the checkout root is not put on sys.path).
 test: setup
 	MUJOCO_GL=egl TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/pytest -q
+
+# Every speed benchmark, one table of figures vs targets (about 40 min on 2 cores; not part of the tests).
+bench: setup
+	MUJOCO_GL=egl TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python tools/benchmark_all.py

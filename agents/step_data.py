@@ -52,7 +52,9 @@ class StepData:
             is_last.append(steps[rlds.IS_LAST])
         if not starts:
             raise ValueError(f"{dataset_dir}: split {split!r} has no episodes")
-        self.arrays = {key: np.concatenate(parts) for key, parts in columns.items()}
+        self.arrays = {}
+        for key in list(columns):  # one column at a time: the peak is the data + its largest column
+            self.arrays[key] = np.concatenate(columns.pop(key))
         self.arrays["state"] = normalizer(self.arrays["state"]).astype(np.float32)
         self.episode_start = np.concatenate(starts)
         self.text_ids, self.text_mask = tokenize(list(instructions), max_text_tokens, vocab_size)

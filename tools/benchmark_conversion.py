@@ -74,7 +74,12 @@ def main(argv=None) -> int:
     print(f"JPEG only : {figures['jpeg_encode_steps_per_s']:8.1f} steps/s  ({images} images, "
           f"{figures['jpeg_encode_images_per_s']:.0f} images/s)")
     print(f"ratio     : {figures['conversion_over_encode_ratio']:.3f} (conversion / encode-only)")
-    print(json.dumps(figures))
+    target = ">= 0.5" if len(files) >= 150 else ">= 0.25"
+    print(json.dumps({"figures": {
+        f"conversion_over_encode_{len(files)}_episodes": {"value": round(figures["conversion_over_encode_ratio"], 3),
+                                                          "target": target},
+        f"conversion_steps_per_s_{len(files)}_episodes": {"value": round(figures["conversion_steps_per_s"], 1),
+                                                          "target": None}}, "details": figures}))
     return 0
 
 

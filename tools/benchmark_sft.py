@@ -102,7 +102,10 @@ def main(argv=None) -> int:
     print(f"[{f['config']}] {f['gflop_per_step']:.2f} GFLOP/step = {f['share_of_matmul_limit']:.0%} of the matmul limit "
           f"({f['matmul_limit_gflops']:.0f} GFLOP/s now, median); backbone forward {f['backbone_forward_ms']:.1f} ms, "
           f"gradient {f['backbone_gradient_ms']:.1f} ms")
-    print(json.dumps(f))
+    figures = {"sft_steps_per_s_at_idle_limit": {"value": round(f["steps_per_s_at_idle_limit"], 2), "target": ">= 12"},
+               "sft_steps_per_s": {"value": round(f["steps_per_s"], 2), "target": None},
+               "sft_share_of_matmul_limit": {"value": round(f["share_of_matmul_limit"], 3), "target": None}}
+    print(json.dumps({"figures": figures, "details": f}))
     return 0
 
 

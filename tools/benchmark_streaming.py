@@ -10,7 +10,7 @@ SFT stage (tiny config, batch 64) on it in a child process per loading mode
 whole split into RAM first) and prints each one's training steps/s (the median logged rate,
 compiling left out), the whole stage's seconds (reading the data, training, evaluating the
 held-out split) and its peak RSS, and the dataset's decoded size, so the figures compare within
-one command. The last line is one JSON object.
+one command. The last line is one JSON object ({"figures": {name: {"value", "target"}}, "details"}).
 """
 
 from __future__ import annotations
@@ -157,7 +157,15 @@ def main(argv=None) -> int:
         figures["stream_over_memory_steps_ratio"] = figures["stream_sft_steps_per_s"] / figures["memory_sft_steps_per_s"]
         print(f"stream / memory: {figures['stream_over_memory_steps_ratio']:.2f}x steps/s, "
               f"{figures['stream_peak_rss_mb'] / figures['memory_peak_rss_mb']:.2f}x peak RSS")
-    print(json.dumps(figures))
+    summary = {}
+    if "stream_peak_rss_mb" in figures:
+        summary["sft_stream_peak_rss_over_decoded_dataset"] = {
+            "value": round(figures["stream_peak_rss_mb"] / decoded_mb, 3), "target": "<= 0.5"}
+        summary["sft_stream_peak_rss_mb"] = {"value": round(figures["stream_peak_rss_mb"]), "target": None}
+    if "stream_over_memory_steps_ratio" in figures:
+        summary["sft_stream_over_memory_steps"] = {"value": round(figures["stream_over_memory_steps_ratio"], 3),
+                                                   "target": ">= 0.9"}
+    print(json.dumps({"figures": summary, "details": figures}))
     return 0
 
 
