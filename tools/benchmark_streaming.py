@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         summary["sft_stream_peak_rss_mb"] = {"value": round(figures["stream_peak_rss_mb"]), "target": None}
     if "stream_over_memory_steps_ratio" in figures:
         summary["sft_stream_over_memory_steps"] = {"value": round(figures["stream_over_memory_steps_ratio"], 3),
-                                                   "target": ">= 0.9"}
+                                                   "target": None}
     print(json.dumps({"figures": summary, "details": figures}))
     return 0
 
