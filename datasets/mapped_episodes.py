@@ -1,0 +1,442 @@
+"""Any TFDS/RLDS dataset read through an `RldsMapping` (datasets/rlds_mapping.py) as our episodes.
+
+    source = open_source("/data/bridge/0.1.0")
+    resolved = resolve(load_mapping("bridge"), source)         # checks keys and shapes, gives the spec
+    for episode in iterate_mapped_episodes(source, resolved, "train"):
+        ...                                                       # validated episodes in our schema
+
+`map_episode` maps one source episode (a `SourceEpisode`); the Beam job (pipelines/map_rlds.py)
+and any loading code use that same function. Every error is a `MappingError` naming the dataset,
+the episode and the field.
+
+Alignment with our schema: step t keeps o_t and a_t; the source's last step becomes our final
+observation, so its action is replaced by the zero padding (RLDS datasets built from demos often
+hold a real action there; it has no next observation to pair with). With `reward = "step:KEY"`
+our r_t is the source's for t < T-1, plus the source's last-step reward added to the last
+transition (builders such as rlds_dataset_builder put a demo's success reward on its last step).
+With `reward = "derive"`, r = 1 on the last transition of a successful episode, else 0. The
+terminal flag (last step only) follows `terminal`; `discount` is 0 on the transition into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from typing import Any, Iterator
+
+import numpy as np
+
+from vlarft.datasets.rlds_mapping import FieldPart, RldsMapping, reference
+from vlarft.datasets.schema import Episode, EpisodeSpec, SchemaError, flatten, validate_episode
+
+OUR_SPLITS = {"train": "train"}  # every other source split becomes our "validation"
+
+
+class MappingError(ValueError):
+    """A source episode (or the whole dataset) does not fit a mapping."""
+
+    def __init__(self, reason: str, *, dataset: str, episode_id: str = "", field: str = "",
+                 step: int | None = None):
+        self.reason, self.dataset, self.episode_id, self.field, self.step = reason, dataset, episode_id, field, step
+        where = [f"dataset {dataset!r}"]
+        if episode_id:
+            where.append(f"episode {episode_id!r}")
+        if step is not None:
+            where.append(f"step {step}")
+        if field:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceDataset:
+    """A TFDS dataset directory and its feature layout (flat field path -> (shape, dtype name))."""
+
+    path: str
+    name: str
+    steps: dict[str, tuple[tuple, str]]
+    metadata: dict[str, tuple[tuple, str]]
+    splits: dict[str, int]  # split -> episodes
+
+
+@dataclasses.dataclass
+class SourceEpisode:
+    """One source episode: flat step columns (leading axis = steps) and flat metadata values."""
+
+    dataset: str
+    split: str
+    index: int
+    steps: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"{self.split}[{self.index}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedMapping:
+    """A mapping checked against one source dataset: the spec it produces and dimension names."""
+
+    mapping: RldsMapping
+    spec: EpisodeSpec
+    state_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+
+    def names_json(self) -> dict:
+        return {"mapping": self.mapping.name, "mapping_file": self.mapping.path, "mapping_toml": self.mapping.text,
+                "state_names": list(self.state_names), "action_names": list(self.action_names)}
+
+
+def open_source(path: str | os.PathLike) -> SourceDataset:
+    """The layout of a TFDS dataset directory (clear error when it is not one)."""
+    import tensorflow_datasets as tfds
+
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(os.path.join(path, "dataset_info.json")):
+        raise MappingError("not a TFDS dataset directory (no dataset_info.json)", dataset=path)
+    builder = tfds.builder_from_directory(path)
+    features = builder.info.features
+    if "steps" not in features:
+        raise MappingError("not an RLDS dataset: no 'steps' feature", dataset=path, field="steps")
+    info = lambda tree: {k: (tuple(v.shape), np.dtype(v.np_dtype).name) for k, v in flatten(tree).items()}
+    return SourceDataset(
+        path=path, name=builder.info.name, steps=info(features["steps"].feature.get_tensor_info()),
+        metadata=info(features["episode_metadata"].get_tensor_info()) if "episode_metadata" in features else {},
+        splits={name: split.num_examples for name, split in builder.info.splits.items()})
+
+
+def read_source_episodes(source: SourceDataset, split: str, start: int = 0,
+                         stop: int | None = None) -> Iterator[SourceEpisode]:
+    """Episodes `start..stop` of one split as numpy (strings as bytes, images decoded)."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    stop = source.splits[split] if stop is None else stop
+    dataset = tfds.builder_from_directory(source.path).as_dataset(split=f"{split}[{start}:{stop}]",
+                                                                 shuffle_files=False)
+    for index, episode in enumerate(dataset, start):
+        steps = episode["steps"].batch(1 << 20).get_single_element()
+        steps = flatten(tf.nest.map_structure(lambda t: t.numpy(), steps))
+        metadata = flatten(tf.nest.map_structure(lambda t: t.numpy(), dict(episode.get("episode_metadata", {}))))
+        yield SourceEpisode(dataset=source.name, split=split, index=index, steps=steps, metadata=metadata)
+
+
+def our_split(source_split: str) -> str:
+    return OUR_SPLITS.get(source_split, "validation")
+
+
+def resolve(mapping: RldsMapping, source: SourceDataset) -> ResolvedMapping:
+    """Checks every key the mapping names against the source's features; the spec of the output."""
+    fail = lambda field, reason: MappingError(f"{reason} (mapping {mapping.path or mapping.name})",
+                                              dataset=source.path, field=field)
+    cameras = {}
+    for camera in mapping.cameras:
+        shape, dtype = _step_field(source, camera.key, fail, f"cameras.{camera.name}.key")
+        if len(shape) != 3 or shape[-1] != 3 or dtype != "uint8":
+            raise fail(f"steps/{camera.key}", f"cameras.{camera.name}: expected an RGB image uint8[H, W, 3], "
+                                              f"the source has {dtype}{list(shape)}")
+        if camera.crop is not None and None not in shape[:2]:
+            top, left, height, width = camera.crop
+            if top + height > shape[0] or left + width > shape[1]:
+                raise fail(f"steps/{camera.key}", f"cameras.{camera.name}.crop {list(camera.crop)} leaves the "
+                                                  f"{shape[0]}x{shape[1]} frame")
+        cameras[camera.name] = camera.size
+    state_names = _resolve_parts(mapping.state, source, fail, "state")
+    action_names = _resolve_parts(mapping.action, source, fail, "action.parts")
+    if mapping.gripper is not None:
+        gripper = mapping.gripper
+        width = _width(source, gripper.key, fail, "action.gripper.key")
+        if (gripper.index is None) != (width is None) or (gripper.index is not None and gripper.index >= width):
+            raise fail(f"steps/{gripper.key}", f"action.gripper.index {gripper.index} does not fit the source's "
+                                               f"{'scalar' if width is None else f'{width} values'}")
+        action_names += ("gripper",)
+    language_dim = 0
+    if mapping.language_embedding:
+        shape, _ = _referenced(source, mapping.language_embedding, fail, "language.embedding")
+        if len(shape) != 1 or shape[0] is None:
+            raise fail(mapping.language_embedding, f"language.embedding: expected a vector, the source has shape "
+                                                   f"{list(shape)}")
+        language_dim = shape[0]
+    for field, value in (("language.instruction", mapping.instruction), ("episode.id", mapping.episode_id),
+                         ("episode.task", mapping.task), ("episode.robot", mapping.robot),
+                         ("episode.success", mapping.success), ("reward.reward", mapping.reward),
+                         ("reward.terminal", mapping.terminal)):
+        if reference(value)[0] in ("step", "metadata"):
+            _referenced(source, value, fail, field)
+    spec = EpisodeSpec(cameras=cameras, state_dim=len(state_names), action_dim=len(action_names),
+                       language_embedding_dim=language_dim)
+    return ResolvedMapping(mapping=mapping, spec=spec, state_names=state_names, action_names=action_names)
+
+
+def _step_field(source: SourceDataset, key: str, fail, mapping_field: str) -> tuple[tuple, str]:
+    if key not in source.steps:
+        close = difflib.get_close_matches(key, sorted(source.steps), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise fail(f"steps/{key}", f"{mapping_field} names a step field the dataset does not have ({hint}"
+                                   f"step fields: {', '.join(sorted(source.steps))})")
+    return source.steps[key]
+
+
+def _referenced(source: SourceDataset, value: str, fail, mapping_field: str) -> tuple[tuple, str]:
+    kind, key = reference(value)
+    if kind == "step":
+        return _step_field(source, key, fail, mapping_field)
+    if key not in source.metadata:
+        raise fail(f"episode_metadata/{key}", f"{mapping_field} names a metadata field the dataset does not have "
+                                              f"(metadata fields: {', '.join(sorted(source.metadata)) or 'none'})")
+    return source.metadata[key]
+
+
+def _width(source: SourceDataset, key: str, fail, mapping_field: str) -> int | None:
+    """Values per step of a numeric field: None for a scalar, else the length of its vector."""
+    shape, dtype = _step_field(source, key, fail, mapping_field)
+    if dtype in ("string", "object") or len(shape) > 1 or (shape and shape[0] is None):
+        raise fail(f"steps/{key}", f"{mapping_field}: expected a number or a fixed-length vector per step, "
+                                   f"the source has {dtype}{list(shape)}")
+    return shape[0] if shape else None
+
+
+def _resolve_parts(parts: tuple[FieldPart, ...], source: SourceDataset, fail, where: str) -> tuple[str, ...]:
+    names: list[str] = []
+    for i, part in enumerate(parts):
+        field = f"{where}[{i}]"
+        width = _width(source, part.key, fail, f"{field}.key") or 1
+        start, stop = part.start or 0, width if part.stop is None else part.stop
+        if stop > width:
+            raise fail(f"steps/{part.key}", f"{field}: slice [{start}, {stop}) does not fit the source's "
+                                            f"{width} value(s)")
+        count = stop - start
+        for attr in ("names", "scale", "offset"):
+            value = getattr(part, attr)
+            if isinstance(value, tuple) and len(value) != count:
+                raise fail(f"steps/{part.key}", f"{field}.{attr} has {len(value)} entries for {count} dimension(s)")
+        names += part.names or [f"{part.key}[{j}]" for j in range(start, stop)]
+    return tuple(names)
+
+
+def map_episode(episode: SourceEpisode, resolved: ResolvedMapping) -> Episode:
+    """One source episode -> our validated episode (MappingError names dataset, episode, field)."""
+    mapping = resolved.mapping
+    eid = _episode_id(episode, mapping)
+
+    def fail(reason, field="", step=None):
+        return MappingError(reason, dataset=episode.dataset, episode_id=eid, field=field, step=step)
+
+    length = _length(episode, fail)
+    if length < 2:
+        raise fail(f"{length} step(s); an episode needs at least one transition")
+    success = _success(episode, mapping, fail)
+    terminal = success if mapping.terminal == "success" else bool(
+        np.any(_column(episode, reference(mapping.terminal)[1], fail)))
+    observation = {f"image_{c.name}": _frames(episode, c, fail) for c in mapping.cameras}
+    observation["state"] = np.concatenate([_part_values(episode, p, fail) for p in mapping.state], axis=1)
+    action = _action(episode, mapping, length, fail)
+    instruction = _instruction(episode, mapping, length, fail)
+    steps = {
+        "observation": observation,
+        "action": action,
+        "reward": _rewards(episode, mapping, length, success, fail),
+        "discount": np.ones(length, np.float32),
+        "is_first": np.arange(length) == 0,
+        "is_last": np.arange(length) == length - 1,
+        "is_terminal": (np.arange(length) == length - 1) & terminal,
+        "language_instruction": instruction,
+        "intervention": np.zeros(length, bool),
+        "policy_version": np.full(length, -1, np.int32),
+    }
+    if terminal:
+        steps["discount"][length - 2:] = 0.0
+    if mapping.language_embedding:
+        steps["language_embedding"] = _broadcast(_referenced_value(episode, mapping.language_embedding, fail),
+                                                 length).astype(np.float32)
+    metadata = {
+        "episode_id": eid,
+        "task": _text(episode, mapping.task, fail) if mapping.task else episode.dataset,
+        "instruction": str(instruction[0]),
+        "source": mapping.source,
+        "success": success,
+        "robot": _text(episode, mapping.robot, fail) if mapping.robot else "",
+        "operator": "",
+        "file_path": _file_path(episode),
+        "recorded_at": "",
+    }
+    try:
+        return validate_episode({"steps": steps, "episode_metadata": metadata}, resolved.spec)
+    except SchemaError as e:
+        raise fail(e.reason, e.field or "", e.step) from None
+
+
+def iterate_mapped_episodes(source: SourceDataset | str | os.PathLike, resolved: ResolvedMapping | RldsMapping,
+                            split: str = "train", *, skip_bad: bool = False) -> Iterator[Episode]:
+    """Every episode of one source split in our schema, in file order: what loading code (SFT, offline)
+    uses to train on an RLDS dataset without converting it. A bad episode raises MappingError, or is
+    left out when `skip_bad`."""
+    source = source if isinstance(source, SourceDataset) else open_source(source)
+    resolved = resolved if isinstance(resolved, ResolvedMapping) else resolve(resolved, source)
+    if split not in source.splits:
+        raise MappingError(f"no split {split!r} (splits: {', '.join(source.splits)})", dataset=source.path)
+    for episode in read_source_episodes(source, split):
+        try:
+            yield map_episode(episode, resolved)
+        except MappingError:
+            if not skip_bad:
+                raise
+
+
+def _episode_id(episode: SourceEpisode, mapping: RldsMapping) -> str:
+    if mapping.episode_id == "index":
+        return f"{episode.split}-{episode.index:06d}"
+    key = reference(mapping.episode_id)[1]
+    value = _python(episode.metadata.get(key, ""))
+    return str(value) or f"{episode.split}-{episode.index:06d}"
+
+
+def _length(episode: SourceEpisode, fail) -> int:
+    lengths = {key: len(value) for key, value in episode.steps.items()}
+    if len(set(lengths.values())) > 1:
+        key = min(lengths, key=lambda k: lengths[k])
+        raise fail(f"step fields have different lengths ({sorted(set(lengths.values()))})", f"steps/{key}")
+    return next(iter(lengths.values()), 0)
+
+
+def _column(episode: SourceEpisode, key: str, fail) -> np.ndarray:
+    if key not in episode.steps:
+        raise fail("the episode has no such step field", f"steps/{key}")
+    return episode.steps[key]
+
+
+def _python(value):
+    value = value.item() if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0) \
+        else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _referenced_value(episode: SourceEpisode, value: str, fail):
+    kind, key = reference(value)
+    if kind == "step":
+        return _column(episode, key, fail)
+    if kind == "metadata":
+        if key not in episode.metadata:
+            raise fail("the episode has no such metadata field", f"episode_metadata/{key}")
+        return episode.metadata[key]
+    return key  # "text:..."
+
+
+def _text(episode: SourceEpisode, value: str, fail) -> str:
+    found = _referenced_value(episode, value, fail)
+    if isinstance(found, np.ndarray) and found.ndim:
+        found = found[0]
+    return str(_python(found))
+
+
+def _broadcast(value, length: int) -> np.ndarray:
+    value = np.asarray(value)
+    return value if value.ndim == 2 and len(value) == length else np.tile(value, (length, 1))
+
+
+def _success(episode: SourceEpisode, mapping: RldsMapping, fail) -> bool:
+    if mapping.success in ("always", "never"):
+        return mapping.success == "always"
+    found = np.asarray(_referenced_value(episode, mapping.success, fail))
+    if found.dtype.kind in "SUO":
+        return any(bool(_python(v)) for v in found.reshape(-1))
+    return bool(np.any(found != 0))
+
+
+def _frames(episode: SourceEpisode, camera, fail) -> np.ndarray:
+    import tensorflow as tf
+
+    frames = _column(episode, camera.key, fail)
+    field = f"steps/{camera.key}"
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise fail(f"expected frames [T, H, W, 3], got shape {frames.shape}", field)
+    if camera.crop is not None:
+        top, left, height, width = camera.crop
+        if top + height > frames.shape[1] or left + width > frames.shape[2]:
+            raise fail(f"crop {list(camera.crop)} leaves the {frames.shape[1]}x{frames.shape[2]} frame", field)
+        frames = frames[:, top:top + height, left:left + width]
+    if frames.shape[1:3] == tuple(camera.size):
+        return np.ascontiguousarray(frames, np.uint8)
+    resized = tf.image.resize(frames, camera.size, method="area").numpy()
+    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+def _part_values(episode: SourceEpisode, part: FieldPart, fail) -> np.ndarray:
+    values = np.asarray(_column(episode, part.key, fail))
+    if values.dtype.kind not in "fiub":
+        raise fail(f"expected numbers, got dtype {values.dtype}", f"steps/{part.key}")
+    values = values.astype(np.float64).reshape(len(values), -1)
+    start, stop = part.start or 0, values.shape[1] if part.stop is None else part.stop
+    if stop > values.shape[1]:
+        raise fail(f"slice [{start}, {stop}) does not fit {values.shape[1]} value(s) per step", f"steps/{part.key}")
+    values = values[:, start:stop]
+    if part.delta:
+        difference = np.zeros_like(values)
+        difference[:-1] = values[1:] - values[:-1]
+        if part.wrap_angle:
+            difference = (difference + np.pi) % (2 * np.pi) - np.pi
+        values = difference
+    return ((values - np.asarray(part.offset)) * np.asarray(part.scale)).astype(np.float32)
+
+
+def _action(episode: SourceEpisode, mapping: RldsMapping, length: int, fail) -> np.ndarray:
+    columns = [_part_values(episode, part, fail) for part in mapping.action]
+    if mapping.gripper is not None:
+        gripper = mapping.gripper
+        values = np.asarray(_column(episode, gripper.key, fail)).astype(np.float64).reshape(length, -1)
+        raw = values[:, gripper.index or 0]
+        ours = -1.0 + 2.0 * (raw - gripper.open) / (gripper.closed - gripper.open)
+        if gripper.binarize:
+            ours = np.where(ours > 0, 1.0, -1.0)
+        columns.append(ours[:, None].astype(np.float32))
+    action = np.concatenate(columns, axis=1)
+    action[-1] = 0.0  # our last step holds only the final observation (padding action)
+    if mapping.clip_action:
+        action = np.clip(action, -1.0, 1.0)
+    return action.astype(np.float32)
+
+
+def _instruction(episode: SourceEpisode, mapping: RldsMapping, length: int, fail) -> np.ndarray:
+    found = _referenced_value(episode, mapping.instruction, fail)
+    values = [str(_python(v)) for v in np.asarray(found, dtype=object).reshape(-1)]
+    if len(values) == 1:
+        values = values * length
+    if len(values) != length:
+        raise fail(f"expected one instruction per step or one per episode, got {len(values)}",
+                   mapping.instruction.partition(":")[2])
+    values = [v.strip() or mapping.instruction_fallback for v in values]
+    if not values[0]:
+        raise fail("empty language instruction (set [language] fallback to use a default)",
+                   "steps/" + reference(mapping.instruction)[1] if mapping.instruction.startswith("step:")
+                   else mapping.instruction)
+    values = [v or values[0] for v in values]  # a step without text keeps the episode's instruction
+    return np.asarray(values, dtype=object)
+
+
+def _rewards(episode: SourceEpisode, mapping: RldsMapping, length: int, success: bool, fail) -> np.ndarray:
+    reward = np.zeros(length, np.float32)
+    if mapping.reward == "derive":
+        reward[length - 2] = float(success)
+        return reward
+    source = np.asarray(_column(episode, reference(mapping.reward)[1], fail), np.float64).reshape(length)
+    reward[:length - 1] = source[:length - 1]
+    reward[length - 2] += source[length - 1]
+    return reward
+
+
+def _file_path(episode: SourceEpisode) -> str:
+    value = episode.metadata.get("file_path")
+    if value is not None and str(_python(value)):
+        return str(_python(value))
+    return f"{episode.dataset}:{episode.where}"
+
+
+def parse_slice(item: str) -> tuple[str, int, int]:
+    """"train[10:20]" -> ("train", 10, 20): the work items of the mapping job."""
+    match = re.fullmatch(r"(.+)\[(\d+):(\d+)\]", item)
+    if not match:
+        raise ValueError(f"{item!r} is not SPLIT[START:STOP]")
+    return match.group(1), int(match.group(2)), int(match.group(3))
