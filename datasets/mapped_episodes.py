@@ -203,6 +203,7 @@ def _resolve_parts(parts: tuple[FieldPart, ...], source: SourceDataset, fail, wh
     names: list[str] = []
     for i, part in enumerate(parts):
         field = f"{where}[{i}]"
+        scalar = _width(source, part.key, fail, f"{field}.key") is None
         width = _width(source, part.key, fail, f"{field}.key") or 1
         start, stop = part.start or 0, width if part.stop is None else part.stop
         if stop > width:
@@ -211,9 +212,9 @@ def _resolve_parts(parts: tuple[FieldPart, ...], source: SourceDataset, fail, wh
         count = stop - start
         for attr in ("names", "scale", "offset"):
             value = getattr(part, attr)
-            if isinstance(value, tuple) and len(value) != count:
+            if isinstance(value, tuple) and value and len(value) != count:
                 raise fail(f"steps/{part.key}", f"{field}.{attr} has {len(value)} entries for {count} dimension(s)")
-        names += part.names or [f"{part.key}[{j}]" for j in range(start, stop)]
+        names += part.names or ([part.key] if scalar else [f"{part.key}[{j}]" for j in range(start, stop)])
     return tuple(names)
 
 

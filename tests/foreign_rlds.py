@@ -143,3 +143,20 @@ def bridge_episode(index: int, length: int, *, instruction: str = "put the spoon
             "reward": (np.arange(length) == length - 1).astype(np.float32),
         },
     }
+
+
+def write_example_source(directory: Path) -> str:
+    """The example layout: train 3 episodes (the second one a failure: no terminal, no reward), val 1."""
+    episodes = {"train": [example_layout_episode(i, 4 + i, success=i != 1) for i in range(3)],
+                "val": [example_layout_episode(3, 3)]}
+    return write_tfds_dataset(directory, "example_dataset", example_layout_features(), episodes)
+
+
+def write_bridge_source(directory: Path) -> str:
+    """The bridge layout: train = a good episode, one without language, one with a NaN state at step 2;
+    test = one good episode."""
+    nan_state = bridge_episode(2, 4)
+    nan_state["steps"]["observation"]["state"][2, 1] = np.nan
+    episodes = {"train": [bridge_episode(0, 5), bridge_episode(1, 3, instruction=""), nan_state],
+                "test": [bridge_episode(3, 3, instruction="wipe the table")]}
+    return write_tfds_dataset(directory, "bridge", bridge_features(), episodes)
