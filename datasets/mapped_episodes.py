@@ -154,16 +154,16 @@ def resolve(mapping: RldsMapping, source: SourceDataset) -> ResolvedMapping:
                                                f"{'scalar' if width is None else f'{width} values'}")
         action_names += ("gripper",)
     language_dim = 0
-    if mapping.language_embedding:
-        shape, _ = _referenced(source, mapping.language_embedding, fail, "language.embedding")
+    if mapping.language.embedding:
+        shape, _ = _referenced(source, mapping.language.embedding, fail, "language.embedding")
         if len(shape) != 1 or shape[0] is None:
-            raise fail(mapping.language_embedding, f"language.embedding: expected a vector, the source has shape "
+            raise fail(mapping.language.embedding, f"language.embedding: expected a vector, the source has shape "
                                                    f"{list(shape)}")
         language_dim = shape[0]
-    for field, value in (("language.instruction", mapping.instruction), ("episode.id", mapping.episode_id),
-                         ("episode.task", mapping.task), ("episode.robot", mapping.robot),
-                         ("episode.success", mapping.success), ("reward.reward", mapping.reward),
-                         ("reward.terminal", mapping.terminal)):
+    for field, value in (("language.instruction", mapping.language.instruction), ("episode.id", mapping.episode.id),
+                         ("episode.task", mapping.episode.task), ("episode.robot", mapping.episode.robot),
+                         ("episode.success", mapping.episode.success), ("reward.reward", mapping.rewards.reward),
+                         ("reward.terminal", mapping.rewards.terminal)):
         if reference(value)[0] in ("step", "metadata"):
             _referenced(source, value, fail, field)
     spec = EpisodeSpec(cameras=cameras, state_dim=len(state_names), action_dim=len(action_names),
@@ -230,8 +230,8 @@ def map_episode(episode: SourceEpisode, resolved: ResolvedMapping) -> Episode:
     if length < 2:
         raise fail(f"{length} step(s); an episode needs at least one transition")
     success = _success(episode, mapping, fail)
-    terminal = success if mapping.terminal == "success" else bool(
-        np.any(_column(episode, reference(mapping.terminal)[1], fail)))
+    terminal = success if mapping.rewards.terminal == "success" else bool(
+        np.any(_column(episode, reference(mapping.rewards.terminal)[1], fail)))
     observation = {f"image_{c.name}": _frames(episode, c, fail) for c in mapping.cameras}
     observation["state"] = np.concatenate([_part_values(episode, p, fail) for p in mapping.state], axis=1)
     action = _action(episode, mapping, length, fail)
@@ -250,16 +250,16 @@ def map_episode(episode: SourceEpisode, resolved: ResolvedMapping) -> Episode:
     }
     if terminal:
         steps["discount"][length - 2:] = 0.0
-    if mapping.language_embedding:
-        steps["language_embedding"] = _broadcast(_referenced_value(episode, mapping.language_embedding, fail),
+    if mapping.language.embedding:
+        steps["language_embedding"] = _broadcast(_referenced_value(episode, mapping.language.embedding, fail),
                                                  length).astype(np.float32)
     metadata = {
         "episode_id": eid,
-        "task": _text(episode, mapping.task, fail) if mapping.task else episode.dataset,
+        "task": _text(episode, mapping.episode.task, fail) if mapping.episode.task else episode.dataset,
         "instruction": str(instruction[0]),
-        "source": mapping.source,
+        "source": mapping.episode.source,
         "success": success,
-        "robot": _text(episode, mapping.robot, fail) if mapping.robot else "",
+        "robot": _text(episode, mapping.episode.robot, fail) if mapping.episode.robot else "",
         "operator": "",
         "file_path": _file_path(episode),
         "recorded_at": "",
@@ -288,9 +288,9 @@ def iterate_mapped_episodes(source: SourceDataset | str | os.PathLike, resolved:
 
 
 def _episode_id(episode: SourceEpisode, mapping: RldsMapping) -> str:
-    if mapping.episode_id == "index":
+    if mapping.episode.id == "index":
         return f"{episode.split}-{episode.index:06d}"
-    key = reference(mapping.episode_id)[1]
+    key = reference(mapping.episode.id)[1]
     value = _python(episode.metadata.get(key, ""))
     return str(value) or f"{episode.split}-{episode.index:06d}"
 
@@ -339,9 +339,9 @@ def _broadcast(value, length: int) -> np.ndarray:
 
 
 def _success(episode: SourceEpisode, mapping: RldsMapping, fail) -> bool:
-    if mapping.success in ("always", "never"):
-        return mapping.success == "always"
-    found = np.asarray(_referenced_value(episode, mapping.success, fail))
+    if mapping.episode.success in ("always", "never"):
+        return mapping.episode.success == "always"
+    found = np.asarray(_referenced_value(episode, mapping.episode.success, fail))
     if found.dtype.kind in "SUO":
         return any(bool(_python(v)) for v in found.reshape(-1))
     return bool(np.any(found != 0))
@@ -401,28 +401,27 @@ def _action(episode: SourceEpisode, mapping: RldsMapping, length: int, fail) -> 
 
 
 def _instruction(episode: SourceEpisode, mapping: RldsMapping, length: int, fail) -> np.ndarray:
-    found = _referenced_value(episode, mapping.instruction, fail)
+    kind, key = reference(mapping.language.instruction)
+    field = {"step": f"steps/{key}", "metadata": f"episode_metadata/{key}"}.get(kind, "language.instruction")
+    found = _referenced_value(episode, mapping.language.instruction, fail)
     values = [str(_python(v)) for v in np.asarray(found, dtype=object).reshape(-1)]
     if len(values) == 1:
         values = values * length
     if len(values) != length:
-        raise fail(f"expected one instruction per step or one per episode, got {len(values)}",
-                   mapping.instruction.partition(":")[2])
-    values = [v.strip() or mapping.instruction_fallback for v in values]
+        raise fail(f"expected one instruction per step or one per episode, got {len(values)}", field)
+    values = [v.strip() or mapping.language.fallback for v in values]
     if not values[0]:
-        raise fail("empty language instruction (set [language] fallback to use a default)",
-                   "steps/" + reference(mapping.instruction)[1] if mapping.instruction.startswith("step:")
-                   else mapping.instruction)
+        raise fail("empty language instruction (set [language] fallback to use a default)", field)
     values = [v or values[0] for v in values]  # a step without text keeps the episode's instruction
     return np.asarray(values, dtype=object)
 
 
 def _rewards(episode: SourceEpisode, mapping: RldsMapping, length: int, success: bool, fail) -> np.ndarray:
     reward = np.zeros(length, np.float32)
-    if mapping.reward == "derive":
+    if mapping.rewards.reward == "derive":
         reward[length - 2] = float(success)
         return reward
-    source = np.asarray(_column(episode, reference(mapping.reward)[1], fail), np.float64).reshape(length)
+    source = np.asarray(_column(episode, reference(mapping.rewards.reward)[1], fail), np.float64).reshape(length)
     reward[:length - 1] = source[:length - 1]
     reward[length - 2] += source[length - 1]
     return reward

@@ -133,6 +133,36 @@ class CameraMapping:
 
 
 @dataclasses.dataclass(frozen=True)
+class LanguageMapping:
+    """[language]: `instruction` ("step:KEY", "metadata:KEY" or "text:..."), the `fallback` text for
+    an empty one ("" = such an episode fails), an optional `embedding` ("step:KEY"/"metadata:KEY")."""
+
+    instruction: str = "step:language_instruction"
+    fallback: str = ""
+    embedding: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeRules:
+    """[episode]: `id` ("index" or "metadata:KEY"), `task` and `robot` ("text:..."/"metadata:KEY"),
+    our `source`, and `success` ("always", "never", "step:KEY", "metadata:KEY")."""
+
+    id: str = "index"
+    task: str = ""
+    robot: str = ""
+    source: str = "demo"
+    success: str = "always"
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardRules:
+    """[reward]: `reward` ("derive" or "step:KEY") and `terminal` ("success" or "step:KEY")."""
+
+    reward: str = "derive"
+    terminal: str = "success"
+
+
+@dataclasses.dataclass(frozen=True)
 class RldsMapping:
     """A whole mapping (see the module docstring for the TOML layout and defaults).
 
@@ -140,9 +170,7 @@ class RldsMapping:
       name: the mapping's name (file stem).
       cameras / state / action / gripper: the field maps above; gripper may be None.
       clip_action: clip actions to [-1, 1] (False: an action outside is an error).
-      instruction / instruction_fallback / language_embedding: where the language comes from.
-      episode_id / task / robot / source / success: episode metadata rules.
-      reward / terminal: how rewards and the terminal flag are made.
+      language / episode / rewards: the [language], [episode] and [reward] tables.
       path: the TOML file it was read from ("" when built from text).
       text: the TOML text itself (stored beside a converted dataset).
     """
@@ -153,16 +181,9 @@ class RldsMapping:
     action: tuple[FieldPart, ...]
     gripper: GripperMapping | None = None
     clip_action: bool = False
-    instruction: str = "step:language_instruction"
-    instruction_fallback: str = ""
-    language_embedding: str = ""
-    episode_id: str = "index"
-    task: str = ""
-    robot: str = ""
-    source: str = "demo"
-    success: str = "always"
-    reward: str = "derive"
-    terminal: str = "success"
+    language: LanguageMapping = LanguageMapping()
+    episode: EpisodeRules = EpisodeRules()
+    rewards: RewardRules = RewardRules()
     path: str = ""
     text: str = ""
 
@@ -224,20 +245,24 @@ def parse_mapping(text: str, *, name: str = "mapping", path: str = "") -> RldsMa
     mapping = RldsMapping(
         name=name, cameras=cameras, state=state, action=parts, gripper=gripper,
         clip_action=_typed(action, "clip", bool, False, "action", fail),
-        instruction=_reference(language, "instruction", "step:language_instruction", ("step", "metadata", "text"),
-                               "language", fail),
-        instruction_fallback=_typed(language, "fallback", str, "", "language", fail),
-        language_embedding=_reference(language, "embedding", "", ("step", "metadata"), "language", fail),
-        episode_id=_reference(episode, "id", "index", ("metadata",), "episode", fail, words=("index",)),
-        task=_reference(episode, "task", "", ("text", "metadata"), "episode", fail),
-        robot=_reference(episode, "robot", "", ("text", "metadata"), "episode", fail),
-        source=_typed(episode, "source", str, "demo", "episode", fail),
-        success=_reference(episode, "success", "always", ("step", "metadata"), "episode", fail, words=SUCCESS_WORDS),
-        reward=_reference(reward, "reward", "derive", ("step",), "reward", fail, words=("derive",)),
-        terminal=_reference(reward, "terminal", "success", ("step",), "reward", fail, words=("success",)),
+        language=LanguageMapping(
+            instruction=_reference(language, "instruction", "step:language_instruction", ("step", "metadata", "text"),
+                                   "language", fail),
+            fallback=_typed(language, "fallback", str, "", "language", fail),
+            embedding=_reference(language, "embedding", "", ("step", "metadata"), "language", fail)),
+        episode=EpisodeRules(
+            id=_reference(episode, "id", "index", ("metadata",), "episode", fail, words=("index",)),
+            task=_reference(episode, "task", "", ("text", "metadata"), "episode", fail),
+            robot=_reference(episode, "robot", "", ("text", "metadata"), "episode", fail),
+            source=_typed(episode, "source", str, "demo", "episode", fail),
+            success=_reference(episode, "success", "always", ("step", "metadata"), "episode", fail,
+                               words=SUCCESS_WORDS)),
+        rewards=RewardRules(
+            reward=_reference(reward, "reward", "derive", ("step",), "reward", fail, words=("derive",)),
+            terminal=_reference(reward, "terminal", "success", ("step",), "reward", fail, words=("success",))),
         path=path, text=text)
-    if mapping.source not in SOURCES:
-        raise fail("episode.source", f"{mapping.source!r} is not one of {SOURCES}")
+    if mapping.episode.source not in SOURCES:
+        raise fail("episode.source", f"{mapping.episode.source!r} is not one of {SOURCES}")
     return mapping
 
 

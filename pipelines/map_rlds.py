@@ -31,7 +31,7 @@ from vlarft.datasets.mapped_episodes import (MappingError, ResolvedMapping, Sour
                                              open_source, our_split, parse_slice, read_source_episodes, resolve)
 from vlarft.datasets.rlds_mapping import MappingConfigError, load_mapping
 from vlarft.datasets.schema import Episode
-from vlarft.pipelines.rlds_job import ConversionError, JobResult, report, run_rlds_job
+from vlarft.pipelines.rlds_job import ConversionError, JobResult, run_and_report, run_rlds_job
 from vlarft.pipelines.sources import DeadLetter
 
 MAPPING_INFO = "mapping.json"
@@ -108,7 +108,7 @@ def map_rlds(config: MapRldsConfig, *, pipeline_args: Sequence[str] = (), log=pr
     return run_rlds_job(
         items, MappedEpisodeReader(source, resolved), resolved.spec, config.output_dir, dataset,
         version=config.version, num_buckets=max(1, math.ceil(total / config.episodes_per_shard)),
-        fixed_splits=fixed if resolved.mapping.episode_id == "index" else None,
+        fixed_splits=fixed if resolved.mapping.episode.id == "index" else None,
         pipeline_args=pipeline_args, log=log, verb="Mapping", overwrite=config.overwrite,
         report={"source_dataset": source.path, "mapping": resolved.mapping.name},
         extra_files={MAPPING_INFO: {"source_dataset": source.path, **resolved.names_json()}})
@@ -130,13 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = MapRldsConfig(source=args.source, mapping=args.mapping, output_dir=args.output_dir,
                            dataset=args.dataset, version=args.version, episodes_per_item=args.episodes_per_item,
                            overwrite=args.overwrite)
-    try:
-        result = map_rlds(config, pipeline_args=beam_args, log=log)
-    except (ConversionError, OSError, ValueError) as e:
-        log(f"error: {e}")
-        return 1
-    report(result, "Mapped", log)
-    return 0
+    return run_and_report(lambda: map_rlds(config, pipeline_args=beam_args, log=log), "Mapped", log)
 
 
 if __name__ == "__main__":
