@@ -149,7 +149,8 @@ def resolve(mapping: RldsMapping, source: SourceDataset) -> ResolvedMapping:
     if mapping.gripper is not None:
         gripper = mapping.gripper
         width = _width(source, gripper.key, fail, "action.gripper.key")
-        if (gripper.index is None) != (width is None) or (gripper.index is not None and gripper.index >= width):
+        if (gripper.index is None) != (width is None) or (gripper.index is not None and width != VARIABLE
+                                                         and gripper.index >= width):
             raise fail(f"steps/{gripper.key}", f"action.gripper.index {gripper.index} does not fit the source's "
                                                f"{'scalar' if width is None else f'{width} values'}")
         action_names += ("gripper",)
@@ -190,21 +191,32 @@ def _referenced(source: SourceDataset, value: str, fail, mapping_field: str) -> 
     return source.metadata[key]
 
 
+VARIABLE = -1  # a vector whose length the source's features leave open (shape [None])
+
+
 def _width(source: SourceDataset, key: str, fail, mapping_field: str) -> int | None:
-    """Values per step of a numeric field: None for a scalar, else the length of its vector."""
+    """Values per step of a numeric field: None for a scalar, VARIABLE, or the length of its vector."""
     shape, dtype = _step_field(source, key, fail, mapping_field)
-    if dtype in ("string", "object") or len(shape) > 1 or (shape and shape[0] is None):
-        raise fail(f"steps/{key}", f"{mapping_field}: expected a number or a fixed-length vector per step, "
+    if dtype in ("string", "object") or len(shape) > 1:
+        raise fail(f"steps/{key}", f"{mapping_field}: expected a number or a vector per step, "
                                    f"the source has {dtype}{list(shape)}")
-    return shape[0] if shape else None
+    if not shape:
+        return None
+    return VARIABLE if shape[0] is None else shape[0]
 
 
 def _resolve_parts(parts: tuple[FieldPart, ...], source: SourceDataset, fail, where: str) -> tuple[str, ...]:
     names: list[str] = []
     for i, part in enumerate(parts):
         field = f"{where}[{i}]"
-        scalar = _width(source, part.key, fail, f"{field}.key") is None
-        width = _width(source, part.key, fail, f"{field}.key") or 1
+        width = _width(source, part.key, fail, f"{field}.key")
+        scalar = width is None
+        if width == VARIABLE:  # checked per episode instead
+            if part.stop is None:
+                raise fail(f"steps/{part.key}", f"{field}: the source's field has no fixed length; give "
+                                                f"slice = [start, stop] (each episode is checked against it)")
+            width = part.stop
+        width = width or 1
         start, stop = part.start or 0, width if part.stop is None else part.stop
         if stop > width:
             raise fail(f"steps/{part.key}", f"{field}: slice [{start}, {stop}) does not fit the source's "
@@ -388,6 +400,9 @@ def _action(episode: SourceEpisode, mapping: RldsMapping, length: int, fail) -> 
     if mapping.gripper is not None:
         gripper = mapping.gripper
         values = np.asarray(_column(episode, gripper.key, fail)).astype(np.float64).reshape(length, -1)
+        if (gripper.index or 0) >= values.shape[1]:
+            raise fail(f"gripper index {gripper.index} does not fit {values.shape[1]} value(s) per step",
+                       f"steps/{gripper.key}")
         raw = values[:, gripper.index or 0]
         ours = -1.0 + 2.0 * (raw - gripper.open) / (gripper.closed - gripper.open)
         if gripper.binarize:

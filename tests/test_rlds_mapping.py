@@ -4,6 +4,7 @@ job (DirectRunner) and checked against hand-computed values; the per-episode map
 hand-made episode; bad mappings and bad episodes named precisely; the output read by the stages'
 loaders (reader, statistics, SFT's StepData, Reverb replay)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -226,6 +227,13 @@ def test_map_episode_by_hand_crop_resize_delta_wrap_gripper_and_rewards():
         map_episode(hand_episode(pose=np.asarray([[0.0, 0.0], [0.0, 0.0], [0.5, 0.0]], np.float32)), resolved)
     with pytest.raises(MappingError, match=r"episode 'ep-7', field 'steps/joints': step fields have different"):
         map_episode(hand_episode(joints=np.zeros((2, 4), np.float32)), resolved)
+    # a vector the features leave open ([None]) is checked per episode against the declared slice
+    open_length = dataclasses.replace(HAND_LAYOUT, steps={**HAND_LAYOUT.steps, "joints": ((None,), "float32")})
+    open_resolved = resolve(parse_mapping(HAND_MAPPING), open_length)
+    assert open_resolved.spec == resolved.spec
+    with pytest.raises(MappingError, match=r"episode 'ep-7', field 'steps/joints': slice \[1, 3\) does not fit "
+                                           r"2 value\(s\) per step"):
+        map_episode(hand_episode(joints=np.zeros((3, 2), np.float32)), open_resolved)
 
 
 def test_loading_code_maps_episodes_without_a_conversion(example):
@@ -265,6 +273,20 @@ def test_mapping_errors_name_file_dataset_and_field(example, tmp_path):
         map_rlds(MapRldsConfig(source=source, mapping=str(tmp_path / "wide.toml"), output_dir=str(tmp_path)),
                  log=QUIET)
     assert not (tmp_path / "example_dataset_mapped").exists()  # nothing written for a mapping that does not fit
+
+
+def test_unreadable_records_are_dead_letters_and_the_rest_converts(tmp_path):
+    source = Path(write_example_source(tmp_path / "source"))
+    shard = source / "example_dataset-train.tfrecord-00000-of-00001"
+    data = bytearray(shard.read_bytes())
+    data[-40] ^= 0xFF  # inside the last record (episode train[2]): its checksum no longer matches
+    shard.write_bytes(bytes(data))
+    result = map_rlds(MapRldsConfig(source=str(source), mapping="rlds_dataset_builder_example",
+                                    output_dir=str(tmp_path / "data"), episodes_per_item=1), log=QUIET)
+    assert result.episodes == {"train": 2, "validation": 1}
+    [dead] = result.dead_letters
+    assert dead["file"] == f"{source}:train[2:3]"
+    assert dead["reason"].startswith(f"dataset {str(source)!r}: cannot read episodes 2..2 of split 'train': ")
 
 
 def test_cli_writes_once_and_refuses_to_overwrite(example, tmp_path, capsys):

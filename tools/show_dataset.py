@@ -34,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from tqdm import tqdm
 
 from vlarft.datasets import statistics
 from vlarft.datasets.mapped_episodes import (MappingError, map_episode, open_source, read_source_episodes,
@@ -82,6 +83,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--formats", default="png,mp4", help="episode pictures: png (contact sheet), mp4")
     parser.add_argument("--frames", type=int, default=8, help="frames per camera on a contact sheet")
     parser.add_argument("--fps", type=float, default=10.0, help="MP4 frame rate")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     formats = {f for f in args.formats.split(",") if f}
     if not formats <= set(FORMATS):
@@ -110,8 +112,8 @@ def _our_episodes(dataset_dir: str) -> Iterator[tuple[str, Episode | None, str, 
             yield split, episode, episode["episode_metadata"]["episode_id"], ""
 
 
-def load_view(dataset_dir: str, mapping: str, selection: str) -> DatasetView:
-    """Reads every episode once, keeping only the chosen ones whole."""
+def load_view(dataset_dir: str, mapping: str, selection: str, progress: bool = True) -> DatasetView:
+    """Reads every episode once (a progress bar on stderr), keeping only the chosen ones whole."""
     choose = wanted(selection)
     if mapping:
         source = open_source(dataset_dir)
@@ -128,14 +130,17 @@ def load_view(dataset_dir: str, mapping: str, selection: str) -> DatasetView:
 
         names = {"state": list(resolved.state_names), "action": list(resolved.action_names)}
         title = f"{source.name} through mapping {resolved.mapping.name} ({source.path})"
+        total = sum(source.splits.values())
     else:
         episodes = lambda: _our_episodes(dataset_dir)
         info = Path(dataset_dir) / MAPPING_INFO
         recorded = json.loads(info.read_text()) if info.exists() else {}
         names = {key: recorded[f"{key}_names"] for key in ("state", "action") if f"{key}_names" in recorded}
         title = str(Path(dataset_dir).absolute())
+        total = sum(split.num_examples for split in open_dataset(dataset_dir).info.splits.values())
     rows, chosen, summaries = [], {}, []
-    for number, (split, episode, episode_id, problem) in enumerate(episodes()):
+    bar = tqdm(episodes(), total=total, desc="reading episodes", unit="ep", disable=not progress, leave=False)
+    for number, (split, episode, episode_id, problem) in enumerate(bar):
         if episode is None:
             rows.append(EpisodeRow(number=number, split=split, episode_id=episode_id, problem=problem))
             continue
@@ -186,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     console = Console(width=shutil.get_terminal_size((160, 40)).columns)
     try:
-        view = load_view(args.dataset_dir, args.mapping, args.episodes)
+        view = load_view(args.dataset_dir, args.mapping, args.episodes, progress=not args.no_progress)
     except (MappingError, MappingConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
