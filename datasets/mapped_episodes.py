@@ -24,12 +24,12 @@ import dataclasses
 import difflib
 import os
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from vlarft.datasets.rlds_mapping import FieldPart, RldsMapping, reference
-from vlarft.datasets.schema import Episode, EpisodeSpec, SchemaError, flatten, validate_episode
+from vlarft.datasets.schema import Episode, EpisodeSpec, SchemaError, flatten, unflatten, validate_episode
 
 OUR_SPLITS = {"train": "train"}  # every other source split becomes our "validation"
 
@@ -59,6 +59,7 @@ class SourceDataset:
     steps: dict[str, tuple[tuple, str]]
     metadata: dict[str, tuple[tuple, str]]
     splits: dict[str, int]  # split -> episodes
+    images: tuple[str, ...] = ()  # step fields that are encoded images (decoded only when used)
 
 
 @dataclasses.dataclass
@@ -85,6 +86,11 @@ class ResolvedMapping:
     state_names: tuple[str, ...]
     action_names: tuple[str, ...]
 
+    @property
+    def image_fields(self) -> tuple[str, ...]:
+        """The source image fields the mapping reads (the only ones worth decoding)."""
+        return tuple(camera.key for camera in self.mapping.cameras)
+
     def names_json(self) -> dict:
         return {"mapping": self.mapping.name, "mapping_file": self.mapping.path, "mapping_toml": self.mapping.text,
                 "state_names": list(self.state_names), "action_names": list(self.action_names)}
@@ -105,21 +111,36 @@ def open_source(path: str | os.PathLike) -> SourceDataset:
     return SourceDataset(
         path=path, name=builder.info.name, steps=info(features["steps"].feature.get_tensor_info()),
         metadata=info(features["episode_metadata"].get_tensor_info()) if "episode_metadata" in features else {},
-        splits={name: split.num_examples for name, split in builder.info.splits.items()})
+        splits={name: split.num_examples for name, split in builder.info.splits.items()},
+        images=tuple(_image_fields(features["steps"].feature)))
 
 
-def read_source_episodes(source: SourceDataset, split: str, start: int = 0,
-                         stop: int | None = None) -> Iterator[SourceEpisode]:
-    """Episodes `start..stop` of one split as numpy (strings as bytes, images decoded)."""
+def _image_fields(features, prefix: str = "") -> Iterator[str]:
+    import tensorflow_datasets as tfds
+
+    for key, feature in features.items():
+        if isinstance(feature, tfds.features.Image):
+            yield prefix + key
+        elif isinstance(feature, tfds.features.FeaturesDict):
+            yield from _image_fields(feature, f"{prefix}{key}/")
+
+
+def read_source_episodes(source: SourceDataset, split: str, start: int = 0, stop: int | None = None,
+                         images: Sequence[str] | None = None) -> Iterator[SourceEpisode]:
+    """Episodes `start..stop` of one split as numpy (strings as bytes); only the image fields in
+    `images` (default: all) are decoded and kept, the others are left out unread."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     stop = source.splits[split] if stop is None else stop
+    skipped = [key for key in source.images if images is not None and key not in images]
+    decoders = {"steps": unflatten({key: tfds.decode.SkipDecoding() for key in skipped})} if skipped else None
     dataset = tfds.builder_from_directory(source.path).as_dataset(split=f"{split}[{start}:{stop}]",
-                                                                 shuffle_files=False)
+                                                                 shuffle_files=False, decoders=decoders)
     for index, episode in enumerate(dataset, start):
         steps = episode["steps"].batch(1 << 20).get_single_element()
-        steps = flatten(tf.nest.map_structure(lambda t: t.numpy(), steps))
+        steps = {key: value for key, value in flatten(tf.nest.map_structure(lambda t: t.numpy(), steps)).items()
+                 if key not in skipped}
         metadata = flatten(tf.nest.map_structure(lambda t: t.numpy(), dict(episode.get("episode_metadata", {}))))
         yield SourceEpisode(dataset=source.name, split=split, index=index, steps=steps, metadata=metadata)
 
@@ -291,7 +312,7 @@ def iterate_mapped_episodes(source: SourceDataset | str | os.PathLike, resolved:
     resolved = resolved if isinstance(resolved, ResolvedMapping) else resolve(resolved, source)
     if split not in source.splits:
         raise MappingError(f"no split {split!r} (splits: {', '.join(source.splits)})", dataset=source.path)
-    for episode in read_source_episodes(source, split):
+    for episode in read_source_episodes(source, split, images=resolved.image_fields):
         try:
             yield map_episode(episode, resolved)
         except MappingError:

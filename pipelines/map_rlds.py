@@ -72,7 +72,7 @@ class MappedEpisodeReader:
         split, start, stop = parse_slice(item)
         index = start
         try:
-            for episode in read_source_episodes(self.source, split, start, stop):
+            for episode in read_source_episodes(self.source, split, start, stop, self.resolved.image_fields):
                 index = episode.index + 1
                 try:
                     yield map_episode(episode, self.resolved)

@@ -121,7 +121,7 @@ def load_view(dataset_dir: str, mapping: str, selection: str, progress: bool = T
 
         def episodes():
             for split in source.splits:
-                for raw in read_source_episodes(source, split):
+                for raw in read_source_episodes(source, split, images=resolved.image_fields):
                     try:
                         episode = map_episode(raw, resolved)
                         yield split, episode, episode["episode_metadata"]["episode_id"], ""
