@@ -27,8 +27,9 @@ import re
 import sys
 from typing import Iterator, Sequence
 
-from vlarft.datasets.mapped_episodes import (MappingError, ResolvedMapping, SourceDataset, map_episode,
-                                             open_source, our_split, parse_slice, read_source_episodes, resolve)
+from vlarft.datasets.mapped_episodes import ResolvedMapping, map_episode, resolve
+from vlarft.datasets.rlds_source import (MappingError, SourceDataset, open_source, our_split, parse_slice,
+                                         read_source_episodes)
 from vlarft.datasets.rlds_mapping import MappingConfigError, load_mapping
 from vlarft.datasets.schema import Episode
 from vlarft.pipelines.rlds_job import ConversionError, JobResult, run_and_report, run_rlds_job

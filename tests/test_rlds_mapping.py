@@ -16,8 +16,9 @@ from vlarft.agents.config import get_config
 from vlarft.agents.observation import StateNormalizer
 from vlarft.agents.step_data import StepData
 from vlarft.datasets import statistics
-from vlarft.datasets.mapped_episodes import (MappingError, SourceDataset, SourceEpisode, iterate_mapped_episodes,
-                                             map_episode, open_source, read_source_episodes, resolve)
+from vlarft.datasets.mapped_episodes import iterate_mapped_episodes, map_episode, resolve
+from vlarft.datasets.rlds_source import (MappingError, SourceDataset, SourceEpisode, open_source,
+                                         read_source_episodes)
 from vlarft.datasets.reader import dataset_spec, iterate_episodes
 from vlarft.datasets.replay import ReplayConfig, ReplayServer, load_rlds_into_table
 from vlarft.datasets.replay.tables import transition_signature
@@ -302,14 +303,21 @@ def test_cli_writes_once_and_refuses_to_overwrite(example, tmp_path, capsys):
 
 
 def test_a_mapped_dataset_feeds_sft_data_and_replay(example):
-    _, result = example
+    source, result = example
     stats = statistics.load_statistics(result.dataset_dir)
     backbone = get_config("tiny").backbone
-    data = StepData(result.dataset_dir, "train", window=backbone.window, max_text_tokens=backbone.max_text_tokens,
-                    vocab_size=backbone.vocab_size, normalizer=StateNormalizer.from_statistics(stats))
+    kwargs = dict(window=backbone.window, max_text_tokens=backbone.max_text_tokens, vocab_size=backbone.vocab_size,
+                  normalizer=StateNormalizer.from_statistics(stats))
+    data = StepData(result.dataset_dir, "train", **kwargs)
     batch = data.sample(np.random.default_rng(0), 4)
     assert data.cameras == ("front", "wrist") and batch["images"]["front"].shape == (4, backbone.window, 64, 64, 3)
     assert batch["state"].shape == (4, backbone.window, 10) and batch["language_embedding"].shape == (4, 512)
+    # SFT's data straight from the source through the mapping, no conversion: same steps
+    direct = StepData(None, "train", **kwargs, episodes=iterate_mapped_episodes(
+        source, load_mapping("rlds_dataset_builder_example"), "train"))
+    for key in ("action", "state", "language_embedding"):
+        np.testing.assert_array_equal(direct.arrays[key], data.arrays[key])
+    assert np.abs(direct.arrays["image_front"].astype(int) - data.arrays["image_front"]).mean() < 2  # JPEG
     keys = ("image_front", "state")
     config = ReplayConfig(observation_keys=keys, min_size_online=1, samples_per_insert=1000.0)
     with ReplayServer.from_config(config, transition_signature(result.dataset_dir, keys)) as server:

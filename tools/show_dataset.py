@@ -37,8 +37,8 @@ from rich.table import Table
 from tqdm import tqdm
 
 from vlarft.datasets import statistics
-from vlarft.datasets.mapped_episodes import (MappingError, map_episode, open_source, read_source_episodes,
-                                             resolve)
+from vlarft.datasets.mapped_episodes import map_episode, resolve
+from vlarft.datasets.rlds_source import MappingError, open_source, read_source_episodes
 from vlarft.datasets.reader import iterate_episodes, open_dataset
 from vlarft.datasets.rlds_mapping import MappingConfigError, load_mapping
 from vlarft.datasets.schema import Episode
