@@ -69,7 +69,7 @@ def contact_sheet(episode: Episode, path: str | os.PathLike, *, frames: int = 8,
     chosen = np.unique(np.linspace(0, length - 1, min(frames, length)).round().astype(int))
     cameras = sorted(k for k in steps["observation"] if k.startswith("image_"))
     figure = _figure(width=2.0 * len(chosen) + 6.0, height=max(4.5, 1.8 * len(cameras) + 1.0))
-    outer = figure.add_gridspec(1, 2, width_ratios=[len(chosen), 3.5])
+    outer = figure.add_gridspec(1, 2, width_ratios=[len(chosen), max(3.5, 0.6 * len(chosen))])
     grid = outer[0].subgridspec(len(cameras), len(chosen))
     for row, camera in enumerate(cameras):
         for col, t in enumerate(chosen):

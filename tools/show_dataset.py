@@ -170,9 +170,10 @@ def episode_table(view: DatasetView) -> Table:
                           escape(row.instruction))
     good = [r for r in view.rows if not r.problem]
     if good:
+        unmapped = len(view.rows) - len(good)
         table.caption = (f"{len(good)} episode(s), {sum(r.success for r in good)} successful, "
                          f"{sum(r.length for r in good)} steps, {sum(r.interventions for r in good)} "
-                         f"intervention step(s); {len(view.rows) - len(good)} not mapped")
+                         f"intervention step(s)" + (f"; {unmapped} not mapped" if unmapped else ""))
     return table
 
 
