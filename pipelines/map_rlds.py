@@ -70,20 +70,26 @@ class MappedEpisodeReader:
         self.source, self.resolved = source, resolved
 
     def __call__(self, item: str) -> Iterator[Episode | DeadLetter]:
+        import tensorflow as tf
+
         split, start, stop = parse_slice(item)
+        episodes = read_source_episodes(self.source, split, start, stop, self.resolved.image_fields)
         index = start
-        try:
-            for episode in read_source_episodes(self.source, split, start, stop, self.resolved.image_fields):
-                index = episode.index + 1
-                try:
-                    yield map_episode(episode, self.resolved)
-                except MappingError as e:
-                    yield DeadLetter(file=f"{self.source.path}:{episode.where}", reason=str(e),
-                                     episode_id=e.episode_id)
-        except Exception as e:  # unreadable records: the rest of this slice is lost, other slices convert
-            yield DeadLetter(file=f"{self.source.path}:{split}[{index}:{stop}]",
-                             reason=f"dataset {self.source.path!r}: cannot read episodes {index}..{stop - 1} "
-                                    f"of split {split!r}: {type(e).__name__}: {e}")
+        while True:
+            try:
+                episode = next(episodes)
+            except StopIteration:
+                return
+            except tf.errors.OpError as e:  # unreadable records: the rest of this slice is lost, others convert
+                yield DeadLetter(file=f"{self.source.path}:{split}[{index}:{stop}]",
+                                 reason=f"dataset {self.source.path!r}: cannot read episodes {index}..{stop - 1} "
+                                        f"of split {split!r}: {type(e).__name__}: {e.message}")
+                return
+            index = episode.index + 1
+            try:
+                yield map_episode(episode, self.resolved)
+            except MappingError as e:
+                yield DeadLetter(file=f"{self.source.path}:{episode.where}", reason=str(e), episode_id=e.episode_id)
 
 
 def map_rlds(config: MapRldsConfig, *, pipeline_args: Sequence[str] = (), log=print) -> JobResult:
