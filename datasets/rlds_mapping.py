@@ -361,6 +361,8 @@ def _part(value: dict, field: str, fail, allow_delta: bool) -> FieldPart:
             raise fail(f"{field}.slice", f"[{start}, {stop}] is empty")
     elif "index" in value:
         start = _typed(value, "index", int, 0, field, fail)
+        if start < 0:
+            raise fail(f"{field}.index", f"{start}: must be >= 0")
         stop = start + 1
     names = value.get("names", [])
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
@@ -394,6 +396,8 @@ def _gripper(value, fail) -> GripperMapping:
     if not key:
         raise fail(f"{field}.key", "missing: the source step field")
     index = _typed(value, "index", int, 0, field, fail) if "index" in value else None
+    if index is not None and index < 0:
+        raise fail(f"{field}.index", f"{index}: must be >= 0")
     gripper = GripperMapping(key=key, index=index, open=_typed(value, "open", float, 1.0, field, fail),
                              closed=_typed(value, "closed", float, 0.0, field, fail),
                              binarize=_typed(value, "binarize", bool, False, field, fail))
