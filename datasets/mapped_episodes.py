@@ -75,8 +75,9 @@ def resolve(mapping: RldsMapping, source: SourceDataset) -> ResolvedMapping:
         width = _width(source, gripper.key, fail, "action.gripper.key")
         if (gripper.index is None) != (width is None) or (gripper.index is not None and width != VARIABLE
                                                          and gripper.index >= width):
+            kind = "scalar" if width is None else "vector" if width == VARIABLE else f"{width} values"
             raise fail(f"steps/{gripper.key}", f"action.gripper.index {gripper.index} does not fit the source's "
-                                               f"{'scalar' if width is None else f'{width} values'}")
+                                               f"{kind}")
         action_names += ("gripper",)
     language_dim = 0
     if mapping.language.embedding:
@@ -203,7 +204,17 @@ def map_episode(episode: SourceEpisode, resolved: ResolvedMapping) -> Episode:
     try:
         return validate_episode({"steps": steps, "episode_metadata": metadata}, resolved.spec)
     except SchemaError as e:
-        raise fail(e.reason, e.field or "", e.step) from None
+        origin = _source_fields(mapping).get(e.field or "")
+        raise fail(e.reason + (f" (made from the source's {origin})" if origin else ""), e.field or "",
+                   e.step) from None
+
+
+def _source_fields(mapping: RldsMapping) -> dict[str, str]:
+    """Our step field -> the source fields it is made from (named in errors)."""
+    keys = lambda parts: ", ".join(dict.fromkeys(f"steps/{part.key}" for part in parts))
+    gripper = (mapping.gripper,) if mapping.gripper is not None else ()
+    return {"observation/state": keys(mapping.state), "action": keys(mapping.action + gripper),
+            **{f"observation/image_{c.name}": f"steps/{c.key}" for c in mapping.cameras}}
 
 
 def iterate_mapped_episodes(source: SourceDataset | str | os.PathLike, resolved: ResolvedMapping | RldsMapping,

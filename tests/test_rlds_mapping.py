@@ -115,7 +115,8 @@ def test_bridge_layout_resizes_scales_and_dead_letters_bad_episodes(bridge):
     assert dead["train-000001"]["reason"].startswith(
         "dataset 'bridge', episode 'train-000001', field 'steps/language_instruction': empty language instruction")
     assert dead["train-000002"]["reason"] == (
-        "dataset 'bridge', episode 'train-000002', step 2, field 'observation/state': non-finite value")
+        "dataset 'bridge', episode 'train-000002', step 2, field 'observation/state': non-finite value "
+        "(made from the source's steps/observation/state)")
     assert dead["train-000002"]["file"] == f"{source}:train[2]"
 
     episodes = by_id(result.dataset_dir)
@@ -224,7 +225,7 @@ def test_map_episode_by_hand_crop_resize_delta_wrap_gripper_and_rewards():
     assert meta["success"] and list(steps["language_instruction"]) == ["stack the blocks"] * 3
 
     with pytest.raises(MappingError, match=r"dataset 'hand', episode 'ep-7', step 1, field 'action': action "
-                                           r"outside \[-1, 1\]"):
+                                           r"outside \[-1, 1\] \(made from the source's steps/pose, steps/grip\)"):
         map_episode(hand_episode(pose=np.asarray([[0.0, 0.0], [0.0, 0.0], [0.5, 0.0]], np.float32)), resolved)
     with pytest.raises(MappingError, match=r"episode 'ep-7', field 'steps/joints': step fields have different"):
         map_episode(hand_episode(joints=np.zeros((2, 4), np.float32)), resolved)
