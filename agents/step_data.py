@@ -18,7 +18,7 @@ fits in `memory_budget_mb`).
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import rlds
@@ -29,16 +29,19 @@ from vlarft.agents.networks.text import tokenize
 from vlarft.agents.observation import StateNormalizer
 from vlarft.datasets import statistics
 from vlarft.datasets.reader import dataset_spec, episode_dataset, iterate_episodes, open_dataset, window_dataset
+from vlarft.datasets.schema import Episode
 
 
 class StepData:
     """Every step of one split of an RLDS dataset, flattened across episodes, in memory."""
 
     def __init__(self, dataset_dir: str | os.PathLike, split: str, *, window: int, max_text_tokens: int,
-                 vocab_size: int, normalizer: StateNormalizer):
+                 vocab_size: int, normalizer: StateNormalizer, episodes: Iterable[Episode] | None = None):
+        """`episodes`, when given, are used instead of reading `split` of `dataset_dir`, e.g. an RLDS
+        dataset seen through a mapping without a conversion (`datasets.mapped_episodes`)."""
         columns: dict[str, list[np.ndarray]] = {}
         starts, instructions, is_last = [], [], []
-        for episode in iterate_episodes(dataset_dir, split):
+        for episode in iterate_episodes(dataset_dir, split) if episodes is None else episodes:
             steps = episode["steps"]
             length = len(steps[rlds.IS_FIRST])
             for key, value in steps[rlds.OBSERVATION].items():

@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from vlarft.datasets import statistics
 from vlarft.datasets.directory_swap import incomplete_dir, recover_interrupted_swap, swap_into_place
@@ -127,6 +127,17 @@ def report(result: JobResult, verb: str, log) -> None:
     counts = ", ".join(f"{n} {split}" for split, n in result.episodes.items())
     log(f"{verb} {counts} episode(s); {len(result.dead_letters)} dead letter(s); {result.wall_s:.1f} s on {result.runner}.")
     print(result.dataset_dir)
+
+
+def run_and_report(job: Callable[[], JobResult], verb: str, log) -> int:
+    """The end of a job's CLI: runs it, then `report`s it (exit 0) or logs one `error: ...` line (exit 1)."""
+    try:
+        result = job()
+    except (ConversionError, OSError, ValueError) as e:
+        log(f"error: {e}")
+        return 1
+    report(result, verb, log)
+    return 0
 
 
 def _read_dead_letters(work_dir: Path) -> list[dict]:
