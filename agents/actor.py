@@ -3,7 +3,7 @@
 `last_embedding` keeps the backbone embedding of the last observation, which online actors
 store in replay so the learner never runs the backbone.
 
-Camera frames go through `datasets.schema.as_stored` first (the dataset's JPEG round trip), so the
+Camera frames go through `datasets.frames.as_stored` first (the dataset's JPEG round trip), so the
 policy acting on a live frame sees exactly what SFT, the cached embeddings and the critic saw of
 the recorded one: demo and online transitions carry embeddings of the same input distribution.
 
@@ -25,7 +25,7 @@ import numpy as np
 from vlarft.agents.config import AgentConfig
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
 from vlarft.agents.observation import FrameHistory, StateNormalizer
-from vlarft.datasets.schema import as_stored
+from vlarft.datasets.frames import as_stored
 
 
 class ConRFTPolicy:

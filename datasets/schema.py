@@ -32,6 +32,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vlarft.datasets.frames import FrameError, JpegFrames, image_feature
+
 Episode = dict  # {"steps": {...}, "episode_metadata": {...}}, see the module docstring.
 
 SOURCES = ("demo", "online", "intervention", "eval")
@@ -125,28 +127,6 @@ class EpisodeSpec:
         if self.language_embedding_dim:
             fields["language_embedding"] = ((self.language_embedding_dim,), "float32")
         return fields
-
-
-def image_feature(shape):
-    """The TFDS feature of one camera frame: JPEG inside the dataset (encode_jpeg's defaults on
-    write, decode_image on read)."""
-    import tensorflow_datasets as tfds
-
-    return tfds.features.Image(shape=tuple(shape), dtype=np.uint8, encoding_format="jpeg")
-
-
-_STORED_FRAME_FEATURES: dict[tuple, Any] = {}
-
-
-def as_stored(image: np.ndarray) -> np.ndarray:
-    """A camera frame exactly as a converted dataset returns it: JPEG-encoded and decoded by the
-    same feature the RLDS writer and reader use. A policy trained on a dataset sees its frames
-    through this, so acting on a live frame and training on a recorded one give one input."""
-    image = np.asarray(image, np.uint8)
-    feature = _STORED_FRAME_FEATURES.get(image.shape)
-    if feature is None:
-        feature = _STORED_FRAME_FEATURES[image.shape] = image_feature(image.shape)
-    return np.asarray(feature.decode_example(feature.encode_example(image)))
 
 
 def tfds_features(spec: EpisodeSpec):
@@ -250,7 +230,16 @@ def _validate_metadata(metadata: Mapping) -> dict:
     return out
 
 
-def _canonical(value, length, shape, dtype, eid, path) -> np.ndarray:
+def _canonical(value, length, shape, dtype, eid, path) -> np.ndarray | JpegFrames:
+    if isinstance(value, JpegFrames):  # frames the recorder already encoded: check the headers
+        if value.shape != (length, *shape):
+            raise SchemaError(f"expected {length} frames of {list(shape)}, got JPEG frames of {list(value.shape)}",
+                              episode_id=eid, field=path)
+        try:
+            value.check()
+        except FrameError as e:
+            raise SchemaError(str(e), episode_id=eid, step=e.step, field=path) from None
+        return value
     arr = np.asarray(value)
     if dtype == "str":
         arr = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)],

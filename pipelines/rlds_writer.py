@@ -22,12 +22,13 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import apache_beam as beam
 
 from vlarft.datasets import statistics
-from vlarft.datasets.schema import Episode, EpisodeSpec, num_steps, tfds_features
+from vlarft.datasets.episode_serializer import EpisodeSerializer
+from vlarft.datasets.schema import Episode, EpisodeSpec, num_steps
 from vlarft.pipelines.sources import DeadLetter
 
 # input path -> its validated episodes, or dead letters (must be picklable for distributed runners)
@@ -74,31 +75,36 @@ def shard_name(dataset: str, split: str, index: int, total: int) -> str:
 
 
 class ReadAndSerialize(beam.DoFn):
-    """file -> ("episode", bucket, id, file, bytes, summary) | ("dead", DeadLetter)."""
+    """file -> (PLAN, (None, ("summary", summary) | ("dead", DeadLetter))) for the planner and
+    (DATA, (bucket, ("episode", (id, file, bytes)))) for the episode's bucket. (Routed by a tag in
+    the element, not Beam's tagged outputs, which the Dask runner does not keep apart.)"""
+
+    PLAN, DATA = "plan", "data"
 
     def __init__(self, config: WriteConfig, reader: EpisodeReader):
         self.config = config
         self.reader = reader
-        self.features = None
+        self.serializer = None
 
     def setup(self):
-        self.features = tfds_features(self.config.spec)
+        self.serializer = EpisodeSerializer(self.config.spec)
 
-    def process(self, path: str) -> Iterator[tuple]:
+    def process(self, path: str) -> Iterator:
         for item in self.reader(path):
             if isinstance(item, DeadLetter):
-                yield ("dead", item)
+                yield self.PLAN, (None, ("dead", item))
                 continue
             eid = item["episode_metadata"]["episode_id"]
             try:
-                data = self.features.serialize_example(item)
+                data = self.serializer.serialize(item)
             except Exception as e:  # an encoder failure is a property of this episode's data
-                yield ("dead", DeadLetter(file=path, episode_id=eid, reason=f"cannot encode: {e}"))
+                yield self.PLAN, (None, ("dead", DeadLetter(file=path, episode_id=eid, reason=f"cannot encode: {e}")))
                 continue
             summary = {"episode_id": eid, "file": path, "num_steps": num_steps(item),
                        "success": item["episode_metadata"]["success"],
                        "action": item["steps"]["action"], "state": item["steps"]["observation"]["state"]}
-            yield ("episode", stable_hash(eid) % self.config.num_buckets, eid, path, data, summary)
+            yield self.PLAN, (None, ("summary", summary))
+            yield self.DATA, (stable_hash(eid) % self.config.num_buckets, ("episode", (eid, path, data)))
 
 
 def choose_validation(episode_ids: list[str], fraction: float) -> set[str]:
@@ -189,14 +195,9 @@ class WriteBucket(beam.DoFn):
             yield split, bucket, len(records)
 
 
-def _route(element: tuple) -> Iterable[tuple]:
-    """Sends episode bytes to their bucket and the small records to the planner."""
-    if element[0] == "dead":
-        yield "plan", (None, ("dead", element[1]))
-        return
-    _, bucket, eid, path, data, summary = element
-    yield "plan", (None, ("summary", summary))
-    yield "data", (bucket, ("episode", (eid, path, data)))
+def _select(element: tuple, tag: str) -> Iterator:
+    if element[0] == tag:
+        yield element[1]
 
 
 class ConvertToRlds(beam.PTransform):
@@ -208,13 +209,12 @@ class ConvertToRlds(beam.PTransform):
         self.reader = reader
 
     def expand(self, files):
-        parsed = files | "ReadValidateSerialize" >> beam.ParDo(ReadAndSerialize(self.config, self.reader))
-        routed = parsed | "Route" >> beam.FlatMap(_route)
-        to_plan = routed | "ToPlan" >> beam.Filter(lambda kv: kv[0] == "plan") | "StripP" >> beam.Map(lambda kv: kv[1])
-        data = routed | "ToData" >> beam.Filter(lambda kv: kv[0] == "data") | "StripD" >> beam.Map(lambda kv: kv[1])
+        read = ReadAndSerialize(self.config, self.reader)
+        parsed = files | "ReadValidateSerialize" >> beam.ParDo(read)
+        to_plan = parsed | "ToPlan" >> beam.FlatMap(_select, read.PLAN)
+        data = parsed | "ToData" >> beam.FlatMap(_select, read.DATA)
         plans = (to_plan | "GatherSummaries" >> beam.GroupByKey()
                  | "Plan" >> beam.ParDo(Plan(self.config)))
         return ((plans, data) | "Join" >> beam.Flatten()
                 | "GroupByBucket" >> beam.GroupByKey()
                 | "WriteShards" >> beam.ParDo(WriteBucket(self.config)))
-

@@ -73,7 +73,7 @@ def read_episodes(path: str, spec: EpisodeSpec, pickle_config: hilserl_pickle.Pi
     only opened when `allow_pickles`."""
     if path.endswith(raw_episodes.SUFFIX):
         try:
-            episode, _ = raw_episodes.read_raw_episode(path)
+            episode, _ = raw_episodes.read_raw_episode(path, decode_frames=False)  # JPEG bytes pass through
             episode["episode_metadata"]["file_path"] = path
             yield validate_episode(episode, spec)
         except raw_episodes.RawEpisodeError as e:
@@ -106,7 +106,7 @@ def infer_spec(paths: Sequence[str], pickle_config: hilserl_pickle.PickleImportC
             continue
         try:
             if path.endswith(raw_episodes.SUFFIX):
-                return raw_episodes.read_raw_episode(path)[1]
+                return raw_episodes.read_raw_episode(path, decode_frames=False)[1]
             transitions = hilserl_pickle.load_transitions(path)
             return hilserl_pickle.spec_of(transitions[0], pickle_config)
         except (OSError, ValueError, KeyError, TypeError) as e:

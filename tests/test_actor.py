@@ -9,7 +9,7 @@ from vlarft.agents.actor import ConRFTPolicy
 from vlarft.agents.config import get_config
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
 from vlarft.agents.observation import StateNormalizer, episode_windows
-from vlarft.datasets.schema import as_stored
+from vlarft.datasets.frames import as_stored
 
 CONFIG = get_config("tiny")
 CAMERAS, S, A = ("front", "wrist"), 19, 7

@@ -18,8 +18,9 @@ from test_conversion import read_all
 from vlarft.datasets import lerobot_format as fmt
 from vlarft.datasets import lerobot_mapping, lerobot_video
 from vlarft.datasets.lerobot_format import LeRobotFormatError
+from vlarft.datasets.frames import as_stored
 from vlarft.datasets.raw_episodes import write_raw_episode
-from vlarft.datasets.schema import EpisodeSpec, as_stored, flatten
+from vlarft.datasets.schema import EpisodeSpec, flatten
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.lerobot_export import export_lerobot
 from vlarft.pipelines.lerobot_import import LeRobotEpisodeReader, import_lerobot

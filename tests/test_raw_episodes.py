@@ -1,25 +1,63 @@
-"""Raw episode files: exact round trip, atomic writes, damaged files named."""
+"""Raw episode files: round trip (frames as the dataset stores them, or lossless), atomic writes,
+damaged files named."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from conftest import SMALL_SPEC, make_episode
 from vlarft.datasets import raw_episodes
+from vlarft.datasets.episode_serializer import EpisodeSerializer
+from vlarft.datasets.frames import JpegFrames, as_stored
 from vlarft.datasets.raw_episodes import RawEpisodeError, next_episode_path, read_raw_episode, write_raw_episode
-from vlarft.datasets.schema import flatten
+from vlarft.datasets.schema import flatten, tfds_features, validate_episode
 
 
-def test_round_trip_is_exact(tmp_path):
+def _assert_same_steps(want, got, frame=lambda f: f):
+    want, got = flatten(want), flatten(got)
+    assert set(want) == set(got)
+    for key in want:
+        expected = np.asarray(want[key])
+        if key.startswith("observation/image_"):
+            expected = np.stack([frame(f) for f in expected])
+        assert np.array_equal(expected, np.asarray(got[key])), key
+        assert np.asarray(got[key]).dtype == expected.dtype or key == "language_instruction"
+
+
+def test_round_trip_frames_as_the_dataset_stores_them(tmp_path):
     ep = make_episode(episode_id="rt", length=7)
     path = write_raw_episode(tmp_path / "a.npz", ep, SMALL_SPEC)
     back, spec = read_raw_episode(path)
     assert spec == SMALL_SPEC
     assert back["episode_metadata"] == ep["episode_metadata"]
-    want, got = flatten(ep["steps"]), flatten(back["steps"])
-    assert set(want) == set(got)
-    for key in want:
-        assert np.array_equal(np.asarray(want[key]), np.asarray(got[key])), key
-        assert np.asarray(got[key]).dtype == np.asarray(want[key]).dtype or key == "language_instruction"
+    # every field exact; each frame is what the dataset returns for the live frame
+    _assert_same_steps(ep["steps"], back["steps"], frame=as_stored)
+    encoded, _ = read_raw_episode(path, decode_frames=False)
+    frames = encoded["steps"]["observation"]["image_front"]
+    assert isinstance(frames, JpegFrames) and frames.shape == ep["steps"]["observation"]["image_front"].shape
+    assert frames.data == JpegFrames.encode(ep["steps"]["observation"]["image_front"]).data
+    # written again from the encoded frames: the same bytes, not a second lossy pass
+    again = write_raw_episode(tmp_path / "b.npz", encoded, SMALL_SPEC)
+    assert read_raw_episode(again, decode_frames=False)[0]["steps"]["observation"]["image_front"].data == frames.data
+
+
+def test_round_trip_is_exact_without_jpeg(tmp_path):
+    ep = make_episode(episode_id="rt", length=7)
+    back, _ = read_raw_episode(write_raw_episode(tmp_path / "a.npz", ep, SMALL_SPEC, jpeg_frames=False))
+    _assert_same_steps(ep["steps"], back["steps"])
+
+
+def test_damaged_frame_is_named(tmp_path):
+    ep = make_episode(episode_id="bad", length=5)
+    encoded = {"steps": dict(ep["steps"]), "episode_metadata": ep["episode_metadata"]}
+    frames = JpegFrames.encode(ep["steps"]["observation"]["image_front"])
+    frames.data[3] = frames.data[3][: len(frames.data[3]) // 3]  # a cut-off JPEG at step 3
+    encoded["steps"]["observation"] = {**ep["steps"]["observation"], "image_front": frames}
+    path = write_raw_episode(tmp_path / "bad.npz", encoded, SMALL_SPEC)
+    with pytest.raises(RawEpisodeError) as err:
+        read_raw_episode(path)
+    assert str(path) in str(err.value) and "frame 3" in err.value.reason
 
 
 def test_never_overwrites_and_leaves_no_temporaries(tmp_path):
@@ -34,7 +72,7 @@ def test_never_overwrites_and_leaves_no_temporaries(tmp_path):
 def test_crash_during_write_leaves_nothing(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(raw_episodes.np, "savez_compressed", explode)
+    monkeypatch.setattr(raw_episodes.np, "savez", explode)
     with pytest.raises(KeyboardInterrupt):
         write_raw_episode(tmp_path / "y.npz", make_episode(), SMALL_SPEC)
     assert list(tmp_path.iterdir()) == []
@@ -55,3 +93,35 @@ def test_next_episode_path_counts_up(tmp_path):
     (tmp_path / "pick_000007.npz").write_bytes(b"")
     assert next_episode_path(tmp_path, "pick").name == "pick_000008.npz"
     assert raw_episodes.list_raw_episodes(tmp_path)[0].name == "pick_000000.npz"
+
+
+def test_column_wise_serializer_writes_tfds_bytes():
+    """The conversion job's serializer gives exactly TFDS's `serialize_example` bytes, from pixel
+    arrays and from frames the recorder already encoded, with every optional field present."""
+    spec = dataclasses.replace(SMALL_SPEC, embedding_dim=3, with_mc_return=True, language_embedding_dim=4)
+    ep = make_episode(episode_id="ser", length=6)
+    n = len(ep["steps"]["is_first"])
+    ep["steps"]["embedding"] = np.arange(n * 3, dtype=np.float32).reshape(n, 3) / 7
+    ep["steps"]["mc_return"] = np.linspace(-1, 1, n).astype(np.float32)
+    ep["steps"]["language_embedding"] = np.ones((n, 4), np.float32) * 0.25
+    ep = validate_episode(ep, spec)
+    want = tfds_features(spec).serialize_example(ep)
+    serializer = EpisodeSerializer(spec)
+    assert serializer.serialize(ep) == want
+    encoded = {"steps": {**ep["steps"], "observation": {
+        key: JpegFrames.encode(value) if key.startswith("image_") else value
+        for key, value in ep["steps"]["observation"].items()}}, "episode_metadata": ep["episode_metadata"]}
+    assert serializer.serialize(validate_episode(encoded, spec)) == want
+
+
+def test_version_1_files_still_read(tmp_path):
+    """Files recorded before frames were stored as JPEG (format 1: zlib npz, pixel frames)."""
+    ep = make_episode(episode_id="old", length=4)
+    modern = write_raw_episode(tmp_path / "m.npz", ep, SMALL_SPEC, jpeg_frames=False)
+    with np.load(modern, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["format_version"] = np.asarray(1)
+    old = tmp_path / "old.npz"
+    np.savez_compressed(old, **arrays)
+    back, _ = read_raw_episode(old)
+    _assert_same_steps(ep["steps"], back["steps"])

@@ -73,10 +73,12 @@ class LabelledFrames:
 
 
 def write_labelled_frames(path: str | Path, frames: LabelledFrames) -> Path:
-    """Writes `frames` atomically to `path` (refuses to overwrite)."""
+    """Writes `frames` atomically to `path` (refuses to overwrite). Frames stay lossless: the
+    classifier trained on them judges live camera frames."""
     steps = {"observation": frames.observation, "success_label": frames.success_label,
              "env_success": frames.env_success, "held": frames.held}
-    return write_raw_episode(path, {"steps": steps, "episode_metadata": frames.metadata}, frames.spec)
+    return write_raw_episode(path, {"steps": steps, "episode_metadata": frames.metadata}, frames.spec,
+                             jpeg_frames=False)
 
 
 def read_labelled_frames(path: str | Path) -> LabelledFrames:
