@@ -27,7 +27,7 @@ import threading
 NOISE = re.compile(
     rb"Sampler and server are owned by the same process"
     rb"|\[reverb/cc/[^\]]*\]\s*(Initializing TFRecordCheckpointer|Loading latest checkpoint|Started replay server"
-    rb"|Shutting down replay server)"
+    rb"|Shutting down replay server|Stored checkpoint to)"
     rb"|cpu_feature_guard\.cc"
     rb"|To enable the following instructions: .* rebuild TensorFlow"
     rb"|oneDNN custom operations are on"

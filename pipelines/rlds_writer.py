@@ -73,6 +73,12 @@ def shard_name(dataset: str, split: str, index: int, total: int) -> str:
     return f"{dataset}-{split}.tfrecord-{index:05d}-of-{total:05d}"
 
 
+# Called once per episode read, when the runner runs the DoFns in the driver's process (the
+# DirectRunner): `rlds_job.run_rlds_job` points it at its progress bar. Workers of other runners
+# (Dask) run a fresh import of this module, where it stays None.
+episode_read_hook: Callable[[], None] | None = None
+
+
 class ReadAndSerialize(beam.DoFn):
     """file -> ("episode", bucket, id, file, bytes, summary) | ("dead", DeadLetter)."""
 
@@ -98,6 +104,8 @@ class ReadAndSerialize(beam.DoFn):
             summary = {"episode_id": eid, "file": path, "num_steps": num_steps(item),
                        "success": item["episode_metadata"]["success"],
                        "action": item["steps"]["action"], "state": item["steps"]["observation"]["state"]}
+            if episode_read_hook is not None:
+                episode_read_hook()
             yield ("episode", stable_hash(eid) % self.config.num_buckets, eid, path, data, summary)
 
 

@@ -111,7 +111,7 @@ class TaskPipeline:
 
         def embed() -> dict:
             result = embed_dataset(dataset, str(self.root / "sft"), str(self.root / "data"), log=self._detail,
-                                   overwrite=True, pipeline_args=self.beam_args)
+                                   overwrite=True, pipeline_args=self.beam_args, progress=self.show_progress)
             return {"dataset_dir": result.dataset_dir}
 
         return self._cached(self.root / "data" / "embedded", embed, "embeddings",
@@ -160,7 +160,7 @@ class TaskPipeline:
         recorded = record(f"sim:{self.task}", "scripted", s.episodes, str(demo_dir), seed=s.seed,
                           image_size=s.image_size, progress=self.show_progress).as_dict()
         result = convert([str(demo_dir)], str(self.root / "data"), f"sim_{self.task}", log=self._detail,
-                         overwrite=True, pipeline_args=self.beam_args)
+                         overwrite=True, pipeline_args=self.beam_args, progress=self.show_progress)
         return {"dataset_dir": result.dataset_dir, "demos": sum(result.episodes.values()),
                 "operator_success_rate": recorded["success_rate"], "mean_demo_length": recorded["mean_length"]}
 
