@@ -42,10 +42,6 @@ ensure_egl() {
   fi
 }
 
-ensure_egl
-if [ ! -x "$VENV/bin/python" ]; then
-  "$(pick_python)" -m venv "$VENV"
-fi
 drop_stale_mujoco() {
   # mujoco 4 is split into mujoco + mujoco-core + mujoco-studio, all writing into the `mujoco`
   # package folder; going back to a single-wheel mujoco 3 must remove all three first, or the
@@ -56,7 +52,13 @@ drop_stale_mujoco() {
   fi
 }
 
+ensure_egl
+if [ ! -x "$VENV/bin/python" ]; then
+  "$(pick_python)" -m venv "$VENV"
+fi
+
 if [ "$MODE" = --lock ]; then
+  drop_stale_mujoco
   "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
   "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
   "$VENV/bin/python" -m pip check
