@@ -1,4 +1,4 @@
-"""Evaluation episodes: success rate, episode lengths, and an MP4 a person can watch."""
+"""Evaluation episodes: success rate, episode lengths, and an MP4 a person can watch (`video.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
+
+from vlarft.agents.video import FrameLabel, video_frame, write_video
 
 
 class Policy(Protocol):
@@ -49,27 +51,6 @@ class EvalResult:
                 "mean_success_length": self.mean_success_length, "episodes": self.episodes}
 
 
-def camera_mosaic(observation: dict) -> np.ndarray:
-    """All camera images of an observation side by side (for videos)."""
-    images = [observation[k] for k in sorted(observation) if k.startswith("image_")]
-    height = max(img.shape[0] for img in images)
-    return np.concatenate([np.pad(img, ((0, height - img.shape[0]), (0, 0), (0, 0))) for img in images], axis=1)
-
-
-def write_video(frames: Sequence[np.ndarray], path: str, fps: float = 10.0) -> str:
-    """Writes RGB frames as an H.264 MP4 (imageio-ffmpeg ships its own ffmpeg)."""
-    import warnings
-
-    import imageio.v2 as imageio
-
-    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)  # ffmpeg subprocess
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
-        for frame in frames:
-            writer.append_data(np.asarray(frame, np.uint8))
-    return path
-
-
 def evaluate(policy: Policy, make_env: Callable[[], object], episodes: int, *, seed: int = 10_000,
              video_path: str = "", progress: Callable[[int], None] | None = None) -> EvalResult:
     """Runs `episodes` episodes with the policy alone in a new env; records the first one when `video_path`."""
@@ -90,13 +71,13 @@ def run_episodes(policy: Policy, env, episodes: int, *, seed: int = 10_000, vide
         observation, info = env.reset(seed=seed + index)
         record = bool(video_path) and index == 0
         if record:
-            frames.append(camera_mosaic(observation))
+            frames.append(video_frame(observation, FrameLabel(step=0)))
         steps, success = 0, False
         while True:
-            observation, _, terminated, truncated, info = env.step(policy.act(observation))
+            observation, reward, terminated, truncated, info = env.step(policy.act(observation))
             steps += 1
             if record:
-                frames.append(camera_mosaic(observation))
+                frames.append(video_frame(observation, step_label(steps, reward, info)))
             if terminated or truncated:
                 success = bool(info.get("success", False))
                 break
@@ -108,3 +89,9 @@ def run_episodes(policy: Policy, env, episodes: int, *, seed: int = 10_000, vide
     if video_path and frames:
         result.video_path = write_video(frames, video_path)
     return result
+
+
+def step_label(step: int, reward: float, info: dict) -> FrameLabel:
+    """The video banner of the observation after `step` steps (a human acted when the env says so)."""
+    return FrameLabel(step=step, reward=float(reward), success=bool(info.get("success", False)),
+                      actor="human" if info.get("intervention", False) else "policy")

@@ -5,7 +5,8 @@ evaluation (`EvalPoint`) into an `OnlineRecord`; the thread that owns the Tensor
 calls `drain(log)` now and then, which writes the new entries as TensorBoard scalars at their env
 step (`online/...`, `online_eval/...`) and appends them to `online_episodes.jsonl` /
 `online_evaluations.jsonl` in the workdir (one JSON object per line, flushed at once, so a crash
-keeps everything drained before it). A resumed run first cuts a line a crash left half written
+keeps everything drained before it). The stage's final evaluation (after the last update) is
+`online_final_evaluation.json`, an `EvalPoint` too, so reports draw it after the periodic ones. A resumed run first cuts a line a crash left half written
 (everything after the last newline), then continues the files and its env-step and wall-clock
 axes where the previous run stopped.
 """
@@ -23,6 +24,7 @@ import numpy as np
 
 EPISODES_FILE = "online_episodes.jsonl"
 EVALUATIONS_FILE = "online_evaluations.jsonl"
+FINAL_EVALUATION_FILE = "online_final_evaluation.json"
 
 
 @dataclasses.dataclass
@@ -112,6 +114,26 @@ class OnlineRecord:
                 for item in new:
                     log.scalars(item.env_steps_total, item.scalars(), prefix=prefix)
 
+    def write_final_evaluation(self, evaluation: dict, policy_version: int, env_steps_total: int) -> EvalPoint:
+        """Writes the stage's final evaluation (`robot_evaluation`'s figures) as an `EvalPoint` at
+        `env_steps_total` and now; returns it."""
+        point = EvalPoint(env_steps_total=env_steps_total, elapsed_s=self.elapsed(), policy_version=policy_version,
+                          episodes=int(evaluation.get("episodes", 0)),
+                          success_rate=float(evaluation.get("success_rate", float("nan"))),
+                          mean_success_length=float(evaluation.get("mean_success_length", float("nan"))),
+                          mean_episode_length=float(evaluation.get("mean_episode_length", float("nan"))),
+                          video=str(evaluation.get("video", "")))
+        path = self.dir / FINAL_EVALUATION_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_finite(dataclasses.asdict(point))))
+        tmp.replace(path)
+        return point
+
+    def env_steps_total(self) -> int:
+        """Env steps of the online stage so far, across resumes (from the episode records)."""
+        rows = read_jsonl(self.dir / EPISODES_FILE)
+        return max([row["env_steps_total"] for row in rows] + [e.env_steps_total for e in self.episodes], default=0)
+
     def summary(self) -> dict:
         """Totals over this run's online episodes, and the newest evaluation's figures."""
         episodes = list(self.episodes)
@@ -127,6 +149,12 @@ class OnlineRecord:
                                    "success_rate": p.success_rate, "mean_success_length": p.mean_success_length}
                                   for p in self.evaluations]
         return summary
+
+
+def read_final_evaluation(workdir) -> dict | None:
+    """The final evaluation record of an online run, or None (not finished yet)."""
+    path = Path(workdir) / FINAL_EVALUATION_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def cut_torn_tail(path: Path) -> None:

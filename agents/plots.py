@@ -181,26 +181,8 @@ def online_report(workdir: str | os.PathLike, out_dir: str | os.PathLike) -> lis
     rate, each against env steps (`online_<metric>_vs_env_steps.png`) and wall-clock minutes
     (`online_<metric>_vs_minutes.png`). Evaluations are drawn as they are; training episodes as a
     rolling mean over `ONLINE_WINDOW` episodes. Returns the paths written (none without records)."""
-    from vlarft.agents.online_log import EPISODES_FILE, EVALUATIONS_FILE, read_jsonl
-
-    episodes = read_jsonl(Path(workdir) / EPISODES_FILE)
-    evaluations = read_jsonl(Path(workdir) / EVALUATIONS_FILE)
-    if not episodes and not evaluations:
-        return []
-    rolling = f"training episodes (mean of {ONLINE_WINDOW})"
-    metrics = {
-        "success_rate": ("Success rate", "success rate", RATE_LIMITS,
-                         {"evaluation (no human)": _column(evaluations, "success_rate"),
-                          rolling: _rolling(_column(episodes, "success"))}),
-        "episode_length": ("Episode length", "steps", None,
-                           {"evaluation, successes": _column(evaluations, "mean_success_length"),
-                            rolling: _rolling(_column(episodes, "length"))}),
-        "intervention_rate": ("Intervention rate", "intervened steps / steps", RATE_LIMITS,
-                              {rolling: _rolling([(row, row["intervention_steps"] / max(row["length"], 1))
-                                                  for row in episodes])}),
-    }
     run, out, written = Path(os.path.abspath(workdir)).name, Path(out_dir), []
-    for stem, (title, ylabel, ylim, series) in metrics.items():
+    for stem, (title, ylabel, ylim, series) in online_curves(workdir).items():
         for axis, key, xlabel in (("env_steps", "env_steps_total", "env steps"),
                                   ("minutes", "elapsed_s", "wall-clock minutes")):
             scale = 60.0 if axis == "minutes" else 1.0
@@ -209,6 +191,30 @@ def online_report(workdir: str | os.PathLike, out_dir: str | os.PathLike) -> lis
             written.append(plot_curves(lines, out / f"online_{stem}_vs_{axis}.png", f"{title} ({run})", xlabel,
                                        ylabel, ylim))
     return written
+
+
+def online_curves(workdir: str | os.PathLike) -> dict[str, tuple]:
+    """What `online_report` draws: {stem: (title, y label, y limits, {label: [(record row, value)]})}.
+    Periodic evaluations, then the final one (`online_final_evaluation.json`), form one line."""
+    from vlarft.agents.online_log import EPISODES_FILE, EVALUATIONS_FILE, read_final_evaluation, read_jsonl
+
+    episodes = read_jsonl(Path(workdir) / EPISODES_FILE)
+    final = read_final_evaluation(workdir)
+    evaluations = read_jsonl(Path(workdir) / EVALUATIONS_FILE) + ([final] if final else [])
+    if not episodes and not evaluations:
+        return {}
+    rolling = f"training episodes (mean of {ONLINE_WINDOW})"
+    return {
+        "success_rate": ("Success rate", "success rate", RATE_LIMITS,
+                         {"evaluation (no human; last = final)": _column(evaluations, "success_rate"),
+                          rolling: _rolling(_column(episodes, "success"))}),
+        "episode_length": ("Episode length", "steps", None,
+                           {"evaluation, successes": _column(evaluations, "mean_success_length"),
+                            rolling: _rolling(_column(episodes, "length"))}),
+        "intervention_rate": ("Intervention rate", "intervened steps / steps", RATE_LIMITS,
+                              {rolling: _rolling([(row, row["intervention_steps"] / max(row["length"], 1))
+                                                  for row in episodes])}),
+    }
 
 
 def _column(rows: Sequence[dict], field: str) -> list[tuple[dict, float]]:

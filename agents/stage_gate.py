@@ -72,6 +72,11 @@ class GateVerdict:
         lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """One line: the verdict and the checks' names (a passing gate needs no more on a terminal)."""
+        return (f"stage gate (offline policy before the online stage): {'PASS' if self.ok else 'FAIL'} "
+                f"({', '.join(c.name for c in self.checks)})")
+
 
 def saturation(actions: np.ndarray) -> np.ndarray:
     """Per dimension, the share of actions at the box edge (|a| >= 0.999)."""
@@ -141,10 +146,11 @@ def check_offline_policy(learner, offline_head, sft_head, critic_params, held_ou
 
 
 def enforce(verdict: GateVerdict, mode: str, log: Callable[[str], None]) -> None:
-    """Prints the verdict; raises StageGateError when it failed and `mode` is "refuse"."""
+    """Prints the verdict (one line when it passed, every check when it failed); raises
+    StageGateError when it failed and `mode` is "refuse"."""
     if mode not in GATE_MODES:
         raise ValueError(f"unknown gate mode {mode!r}; known: {GATE_MODES}")
-    log(verdict.report())
+    log(verdict.report() if not verdict.ok else verdict.summary())
     if not verdict.ok and mode == "refuse":
         raise StageGateError(f"{verdict.report()}\nthe offline policy looks broken: fix the offline stage, or start "
                              f"online anyway with --online_gate=warn")

@@ -24,6 +24,8 @@ from typing import Sequence
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from vlarft.agents.terminal import add_verbose_argument, quiet_command_line  # noqa: E402
+
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -55,6 +57,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--critic_encoder_weights", default="", help="pixel critic: ResNet trunk weights file")
     parser.add_argument("--seed", type=int, default=-1, help="override the config's seed")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_verbose_argument(parser)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any config field (agents/config.py), e.g. --set loss.q_normalize=true "
                              "--set train.critic_warmup_steps=200; repeatable")
@@ -159,4 +162,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    quiet_command_line(sys.argv[1:])
     sys.exit(main())

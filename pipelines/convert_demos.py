@@ -33,10 +33,11 @@ EPISODES_PER_SHARD = 100  # raw 128x128 two-camera episodes are ~0.5-1 MB as JPE
 def convert(inputs: Sequence[str], output_dir: str, dataset: str, *, version: str = "1.0.0",
             validation_fraction: float = 0.1, num_shards: int = 0,
             pickle_config: PickleImportConfig = PickleImportConfig(), allow_pickles: bool = False,
-            overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print) -> JobResult:
+            overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print,
+            progress: bool = False) -> JobResult:
     """Converts demo files into an RLDS dataset at `output_dir/dataset/version`; pickles are read
     only when `allow_pickles` (restricted unpickler), else dead-lettered; an existing dataset
-    there is replaced only when `overwrite`."""
+    there is replaced only when `overwrite`; `progress` draws a bar of episodes read."""
     files, unreadable_names = split_unreadable_names(discover_inputs(inputs))
     if not files:
         raise ConversionError(f"no input files (*.npz, *.pkl) found in {list(inputs)}"
@@ -50,7 +51,8 @@ def convert(inputs: Sequence[str], output_dir: str, dataset: str, *, version: st
                                  allow_pickles=allow_pickles), spec,
         output_dir, dataset, version=version, validation_fraction=validation_fraction,
         num_buckets=num_shards or max(1, math.ceil(len(files) / EPISODES_PER_SHARD)),
-        pipeline_args=pipeline_args, log=log, verb="Converting", overwrite=overwrite, dead_letters=unreadable_names)
+        pipeline_args=pipeline_args, log=log, verb="Converting", overwrite=overwrite, dead_letters=unreadable_names,
+        progress=progress, expected_episodes=len(files) if all(f.endswith(".npz") for f in files) else None)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -84,9 +84,10 @@ class EmbeddingReader:
 
 
 def embed_dataset(dataset_dir: str, policy_dir: str, output_dir: str, dataset: str = "", *, batch_size: int = 64,
-                  overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print) -> JobResult:
+                  overwrite: bool = False, pipeline_args: Sequence[str] = (), log=print,
+                  progress: bool = False) -> JobResult:
     """Writes `output_dir/<dataset>/<version>`: the source dataset plus cached embeddings (an
-    existing one is replaced only when `overwrite`)."""
+    existing one is replaced only when `overwrite`; `progress` draws a bar of episodes embedded)."""
     from vlarft.agents.export import load_policy_export
 
     source = Path(dataset_dir).absolute()
@@ -101,6 +102,7 @@ def embed_dataset(dataset_dir: str, policy_dir: str, output_dir: str, dataset: s
         shards, EmbeddingReader(str(source), str(Path(policy_dir).absolute()), batch_size), spec, output_dir,
         dataset or f"{info.name}_emb", version=str(info.version), num_buckets=max(1, len(shards) // 2),
         fixed_splits=splits, pipeline_args=pipeline_args, log=log, verb="Embedding", overwrite=overwrite,
+        progress=progress, expected_episodes=len(splits),
         report={"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute())},
         extra_files={EMBEDDING_INFO: {"source_dataset": str(source), "policy_from": str(Path(policy_dir).absolute()),
                                       "embedding_dim": spec.embedding_dim, "backbone_sha256": export.backbone_sha256}})

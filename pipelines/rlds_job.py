@@ -10,13 +10,15 @@ interrupted is finished or undone at the next start (`datasets/directory_swap.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from vlarft.datasets import statistics
 from vlarft.datasets.directory_swap import incomplete_dir, recover_interrupted_swap, swap_into_place
@@ -45,12 +47,15 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
                  output_dir: str, dataset: str, *, version: str = "1.0.0", validation_fraction: float = 0.1,
                  num_buckets: int = 1, fixed_splits: dict | None = None, pipeline_args: Sequence[str] = (),
                  log=print, verb: str = "Writing", report: dict | None = None, overwrite: bool = False,
-                 extra_files: dict[str, dict] | None = None, dead_letters: Sequence = ()) -> JobResult:
+                 extra_files: dict[str, dict] | None = None, dead_letters: Sequence = (), progress: bool = False,
+                 expected_episodes: int | None = None) -> JobResult:
     """Runs `reader` over `inputs` on the Beam runner chosen by `pipeline_args` and writes the
     dataset `output_dir/dataset/version`; `report` entries are added to its conversion.json and
     `extra_files` (name -> JSON) are written beside it; `dead_letters` (inputs refused before the
     pipeline) are listed with the pipeline's own. An existing dataset there is refused
-    (ConversionError) unless `overwrite`; it is then kept until the new one is complete."""
+    (ConversionError) unless `overwrite`; it is then kept until the new one is complete.
+    `progress` draws a bar of episodes read (of `expected_episodes` when known) on runners that
+    run in this process (the DirectRunner)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -67,7 +72,8 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     log(f"{verb} {len(inputs)} input(s) into {final_dir} on {runner} ({num_buckets} shard bucket(s))...")
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | "Inputs" >> beam.Create(list(inputs)) | "ToRlds" >> rlds_writer.ConvertToRlds(config, reader)
-    run_to_completion(pipeline)
+    with episode_bar(verb, expected_episodes, progress):
+        run_to_completion(pipeline)
     dead = _read_dead_letters(work_dir)
     episodes = _finalize(work_dir, config, dead)
     for name, content in (extra_files or {}).items():
@@ -78,6 +84,20 @@ def run_rlds_job(inputs: Sequence[str], reader: rlds_writer.EpisodeReader, spec:
     swap_into_place(work_dir, final_dir, COMPLETE_MARKER)
     return JobResult(dataset_dir=str(final_dir), spec=spec, episodes=episodes, dead_letters=dead,
                      runner=runner, wall_s=time.time() - start)
+
+
+@contextlib.contextmanager
+def episode_bar(verb: str, total: int | None, show: bool) -> Iterator[None]:
+    """A tqdm bar advanced by `rlds_writer.episode_read_hook` while the block runs."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"{verb.lower()} episodes", unit="ep", disable=not show, file=sys.stderr)
+    rlds_writer.episode_read_hook = bar.update if show else None
+    try:
+        yield
+    finally:
+        rlds_writer.episode_read_hook = None
+        bar.close()
 
 
 def prepare_work_dir(final_dir: Path, marker: str, overwrite: bool, log) -> Path:

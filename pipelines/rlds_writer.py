@@ -74,6 +74,12 @@ def shard_name(dataset: str, split: str, index: int, total: int) -> str:
     return f"{dataset}-{split}.tfrecord-{index:05d}-of-{total:05d}"
 
 
+# Called once per episode read, when the runner runs the DoFns in the driver's process (the
+# DirectRunner): `rlds_job.run_rlds_job` points it at its progress bar. Workers of other runners
+# (Dask) run a fresh import of this module, where it stays None.
+episode_read_hook: Callable[[], None] | None = None
+
+
 class ReadAndSerialize(beam.DoFn):
     """file -> (PLAN, (None, ("summary", summary) | ("dead", DeadLetter))) for the planner and
     (DATA, (bucket, ("episode", (id, file, bytes)))) for the episode's bucket. (Routed by a tag in
@@ -103,6 +109,8 @@ class ReadAndSerialize(beam.DoFn):
             summary = {"episode_id": eid, "file": path, "num_steps": num_steps(item),
                        "success": item["episode_metadata"]["success"],
                        "action": item["steps"]["action"], "state": item["steps"]["observation"]["state"]}
+            if episode_read_hook is not None:
+                episode_read_hook()
             yield self.PLAN, (None, ("summary", summary))
             yield self.DATA, (stable_hash(eid) % self.config.num_buckets, ("episode", (eid, path, data)))
 

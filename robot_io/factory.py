@@ -4,7 +4,8 @@ Backends are registered in `BACKENDS` (prefix -> how to list its tasks and build
   sim:<task>                   the MuJoCo simulator (`robot_io/sim`);
   franka:<task or task.toml>   a Franka behind the HIL-SERL/ConRFT HTTP server (`robot_io/franka`,
                                bundled task configs in `robot_io/tasks/`);
-  gym:<adapter.toml>           any Gymnasium env with image + state observations (`gym_adapter.py`).
+  gym:<adapter or adapter.toml>  any Gymnasium env with image + state observations (`gym_adapter.py`,
+                               bundled adapters in `robot_io/gym_adapters/`, e.g. gym_hil_pick_cube).
 Backends are imported lazily, so listing or building one never imports another's dependencies.
 """
 
@@ -47,8 +48,16 @@ def _make_gym(config_path: str, **overrides) -> gym.Env:
     return GymAdapterEnv(dataclasses.replace(load_gym_config(config_path), **overrides))
 
 
-# `gym:<adapter.toml>`: any Gymnasium env mapped onto the contract (robot_io/gym_adapter.py).
-BACKENDS["gym"] = Backend(tasks=lambda: (), make=_make_gym, any_task="path/to/adapter.toml")
+def gym_adapters() -> tuple[str, ...]:
+    """Names of the bundled gym adapters (`gym:<name>`, files in robot_io/gym_adapters/)."""
+    from vlarft.robot_io.gym_adapter import bundled_adapters
+
+    return bundled_adapters()
+
+
+# `gym:<bundled adapter>` or `gym:<path/to/adapter.toml>`: any Gymnasium env mapped onto the contract
+# (robot_io/gym_adapter.py).
+BACKENDS["gym"] = Backend(tasks=gym_adapters, make=_make_gym, any_task="path/to/adapter.toml")
 
 
 def franka_tasks() -> tuple[str, ...]:

@@ -5,8 +5,9 @@ images become `image_<camera>` (resized to `image_size`), its state keys become 
 normalised action box [-1, 1]^7 is mapped onto its Box, and `info["success"]` comes from an info
 key or a reward threshold. Recording, conversion and training then work on it unchanged.
 
-Example: gym-hil's MuJoCo Franka pick task (gym-hil 0.1.13/0.1.14 pin mujoco<4 / <3.9, so it does
-not install next to our mujoco 4.0.0; its key layout differs between versions, check yours):
+Bundled adapters (`robot_io/gym_adapters/*.toml`) are named without the path: `gym:gym_hil_pick_cube`
+is gym-hil's MuJoCo Franka pick task, the file below (gym-hil 0.1.14, in our dev extra; its key
+layout differs between versions, check yours):
 
     env_id = "gym_hil:gym_hil/PandaPickCubeBase-v0"  # "module:id" imports the module (it registers)
     instruction = "pick up the cube"
@@ -223,9 +224,18 @@ class GymAdapterConfig:
                                   f"got {value!r} ({err})") from None
 
 
+ADAPTERS_DIR = Path(__file__).parent / "gym_adapters"
+
+
+def bundled_adapters() -> tuple[str, ...]:
+    """Names of the adapter configs shipped in `robot_io/gym_adapters/` (`gym:<name>`)."""
+    return tuple(sorted(p.stem for p in ADAPTERS_DIR.glob("*.toml")))
+
+
 def load_gym_config(path: str | Path) -> GymAdapterConfig:
-    """Reads a `GymAdapterConfig` from a TOML file; GymAdapterError names the file and the key."""
-    path = Path(path)
+    """Reads a `GymAdapterConfig` from a TOML file or a bundled adapter's name; GymAdapterError
+    names the file and the key."""
+    path = ADAPTERS_DIR / f"{path}.toml" if str(path) in bundled_adapters() else Path(path)
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

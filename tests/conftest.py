@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.schema import EpisodeSpec
+from vlarft.robot_io.teleop.base import TeleopCommand
 
 SMALL_SPEC = EpisodeSpec(cameras={"front": (16, 16), "wrist": (16, 16)})
 
@@ -56,3 +57,16 @@ def random_params(module, *args, seed=0, **kwargs):
     rng = np.random.default_rng(seed)
     fill = lambda x: jnp.asarray(rng.normal(size=x.shape) / np.sqrt(max(np.prod(x.shape[:-1]), 1)), x.dtype)
     return jax.tree_util.tree_map(fill, shapes)
+
+
+class LiftingOperator:
+    """A stand-in human who lifts straight up with the gripper closed, engaged every step."""
+
+    def reset(self):
+        pass
+
+    def poll(self):
+        return TeleopCommand(action=np.array([0, 0, 1, 0, 0, 0, 1], np.float32), engaged=True, buttons=frozenset())
+
+    def close(self):
+        pass

@@ -9,6 +9,7 @@ import textwrap
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import LiftingOperator
 
 from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
 from vlarft.datasets.reader import iterate_episodes
@@ -17,7 +18,6 @@ from vlarft.robot_io.cameras import resize
 from vlarft.robot_io.contract import STATE_DIM, state_slice
 from vlarft.robot_io.factory import make_env
 from vlarft.robot_io.gym_adapter import GymAdapterEnv, GymAdapterError, load_gym_config
-from vlarft.robot_io.teleop.base import TeleopCommand
 from vlarft.tools import record_demos
 
 LOW = np.array([-0.05, -0.05, -0.05, 0.0], np.float32)
@@ -99,19 +99,6 @@ def write_config(tmp_path, text=CONFIG, name="lab_lift.toml"):
 def edited(old, new):
     assert old in CONFIG
     return CONFIG.replace(old, new)
-
-
-class LiftingOperator:
-    """A stand-in human who lifts straight up with the gripper closed, engaged every step."""
-
-    def reset(self):
-        pass
-
-    def poll(self):
-        return TeleopCommand(action=np.array([0, 0, 1, 0, 0, 0, 1], np.float32), engaged=True, buttons=frozenset())
-
-    def close(self):
-        pass
 
 
 def test_observations_follow_the_contract(tmp_path):

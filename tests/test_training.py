@@ -327,6 +327,9 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     steps = [e["env_steps_total"] for e in evaluations]  # taken at the first episode boundary once due
     assert steps[0] == 0 and 60 <= steps[1] < 120 and steps[-1] == result["env_steps"], steps
     assert [e["env_steps"] for e in result["evaluations"]] == [e["env_steps_total"] for e in evaluations]
+    final = json.loads((tmp_path / "online" / "online_final_evaluation.json").read_text())  # the report's last point
+    assert final["success_rate"] == result["success_rate"] and final["episodes"] == result["episodes"] == 1
+    assert final["env_steps_total"] == result["env_steps"] and final["policy_version"] == result["policy_version"]
     logged = [json.loads(line) for line in (tmp_path / "online" / "online_episodes.jsonl").read_text().splitlines()]
     assert len(logged) == result["online_episodes"] and all(e["intervention_steps"] == e["length"] for e in logged)
     names = {Path(p).name for p in result["report"]}

@@ -28,3 +28,26 @@ def test_hugging_face_datasets_wins_even_from_the_checkout_root(tmp_path):
     who, schema_file = out.stdout.split()
     assert who == "huggingface"
     assert Path(schema_file) == REPO / "datasets" / "schema.py"
+
+
+def test_lock_pins_a_version_inside_every_declared_range():
+    """pyproject.toml declares ranges; requirements.lock (what tools/setup_env.sh installs) pins one
+    version of each dependency and dev extra, inside its range."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lock = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            lock[canonicalize_name(name)] = version.strip()
+    declared = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    assert len(declared) > 20
+    for requirement in declared:
+        name = canonicalize_name(requirement.name)
+        assert name in lock, f"{name} is not in requirements.lock"
+        assert requirement.specifier.contains(lock[name], prereleases=True), (str(requirement), lock[name])
+    assert lock["mujoco"].startswith("3.8.") and lock["gym-hil"] == "0.1.14"

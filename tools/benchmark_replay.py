@@ -10,14 +10,21 @@ Usage: python tools/benchmark_replay.py [--batch 256] [--transitions 20000] [--b
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-import jax
-import numpy as np
+from vlarft.agents.terminal import add_verbose_argument, quiet_command_line
 
-from vlarft.datasets.replay import (ReplayConfig, ReplayServer, TransitionWriter,
-                                    make_batch_iterator, transition_signature)
-from vlarft.datasets.schema import EpisodeSpec
+if __name__ == "__main__":  # before TensorFlow and Reverb are imported
+    quiet_command_line(sys.argv[1:])
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vlarft.datasets.replay import (  # noqa: E402
+    ReplayConfig, ReplayServer, TransitionWriter,
+    make_batch_iterator, transition_signature)
+from vlarft.datasets.schema import EpisodeSpec  # noqa: E402
 
 
 def random_episode(rng, spec: EpisodeSpec, keys, length: int) -> dict:
@@ -82,6 +89,7 @@ def main() -> None:
     parser.add_argument("--embedding", type=int, default=384)
     parser.add_argument("--state", type=int, default=19)
     parser.add_argument("--image_size", type=int, default=0, help="> 0 adds two cameras of this side")
+    add_verbose_argument(parser)
     args = parser.parse_args()
 
     cameras = {"front": (args.image_size,) * 2, "wrist": (args.image_size,) * 2}

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from vlarft.agents.evaluation import camera_mosaic, write_video
+from vlarft.agents.video import camera_mosaic, write_video
 from vlarft.agents.plots import _figure, _save
 from vlarft.datasets.schema import Episode
 from vlarft.robot_io.contract import STATE_DIM, STATE_LAYOUT

@@ -31,7 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gymnasium as gym
 
-from vlarft.agents.evaluation import camera_mosaic, evaluate, write_video
+from vlarft.agents.evaluation import evaluate, step_label
+from vlarft.agents.video import FrameLabel, video_frame, write_video
 from vlarft.robot_io.contract import INFO_INTERVENTION, require_cameras
 
 
@@ -67,15 +68,17 @@ class EpisodeRecorder(gym.Wrapper):
     def reset(self, **kwargs):
         observation, info = self.env.reset(**kwargs)
         self.index += 1
-        self.frames = [camera_mosaic(observation)] if self.index < self.record else []
+        self.frames = [video_frame(observation, FrameLabel(step=0))] if self.index < self.record else []
+        self.episode_steps = 0
         return observation, info
 
     def step(self, action):
         observation, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         self.interventions += bool(info.get(INFO_INTERVENTION, False))
+        self.episode_steps += 1
         if self.frames:
-            self.frames.append(camera_mosaic(observation))
+            self.frames.append(video_frame(observation, step_label(self.episode_steps, reward, info)))
             if terminated or truncated:
                 path = os.path.join(self.video_dir, f"episode_{self.index:03d}.mp4")
                 self.videos.append(write_video(self.frames, path))

@@ -31,6 +31,11 @@ from typing import Sequence
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from vlarft.agents.terminal import add_verbose_argument, quiet_command_line  # noqa: E402
+
+if __name__ == "__main__":  # before TensorFlow, Reverb and Beam are imported
+    quiet_command_line(sys.argv[1:])
+
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -64,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", default="runs/sim", help="where demos, datasets, runs and videos go")
     parser.add_argument("--tasks", default="pick_cube,insert_peg", help="comma-separated simulator tasks")
     add_settings_arguments(parser)
+    add_verbose_argument(parser)
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     settings = settings_from_args(args)
     console = Console(stderr=True)
@@ -71,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(args.workdir)
     rows = []
     for task in [t for t in args.tasks.split(",") if t]:
-        stages = TaskPipeline(task, workdir / task, settings, beam_args, log=console.print).all_stages()
+        stages = TaskPipeline(task, workdir / task, settings, beam_args, log=console.print,
+                              verbose=args.verbose).all_stages()
         demos = stages.pop("demos")
         rows.append({"task": task, "demos": demos["demos"], "mean_demo_length": demos["mean_demo_length"],
                      "dataset_dir": demos["dataset_dir"], **stages})

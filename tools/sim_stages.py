@@ -86,20 +86,23 @@ class TaskPipeline:
     """Runs (or resumes) one simulated task's stages under `root`; `log` prints progress lines."""
 
     def __init__(self, task: str, root: str | Path, settings: PipelineSettings, beam_args: Sequence[str] = (),
-                 log: Callable[[str], None] = print, show_progress: bool = True):
+                 log: Callable[[str], None] = print, show_progress: bool = True, verbose: bool = False):
         self.task, self.root, self.settings = task, Path(root), settings
-        self.beam_args, self.log, self.show_progress = list(beam_args), log, show_progress
+        self.beam_args, self.log, self.show_progress, self.verbose = list(beam_args), log, show_progress, verbose
 
     # -------------------------------------------------------------- stages
 
     def demos(self) -> dict:
         """Records the demonstrations and converts them to RLDS."""
-        return self._cached(self.root / "data" / "demos", self._record_and_convert)
+        s = self.settings
+        return self._cached(self.root / "data" / "demos", self._record_and_convert,
+                            "demonstrations", f"{s.episodes} by the scripted operator, converted to RLDS")
 
     def sft(self) -> dict:
         dataset = self.demos()["dataset_dir"]
         return self._cached(self.root / "sft", lambda: training.run_sft(
-            self._options(dataset, self.root / "sft", self.settings.sft_steps), self._config("sft")))
+            self._options(dataset, self.root / "sft", self.settings.sft_steps), self._config("sft")),
+            "SFT", f"{self.settings.sft_steps} steps")
 
     def embedded(self) -> str:
         """The SFT backbone's cached-embedding dataset directory."""
@@ -107,24 +110,23 @@ class TaskPipeline:
         self.sft()
 
         def embed() -> dict:
-            self.log(f"{self.task}: caching backbone embeddings")
-            result = embed_dataset(dataset, str(self.root / "sft"), str(self.root / "data"), log=self._indent,
-                                   overwrite=True, pipeline_args=self.beam_args)
+            result = embed_dataset(dataset, str(self.root / "sft"), str(self.root / "data"), log=self._detail,
+                                   overwrite=True, pipeline_args=self.beam_args, progress=self.show_progress)
             return {"dataset_dir": result.dataset_dir}
 
-        return self._cached(self.root / "data" / "embedded", embed)["dataset_dir"]
+        return self._cached(self.root / "data" / "embedded", embed, "embeddings",
+                            "the SFT backbone over the dataset")["dataset_dir"]
 
     def offline(self, name: str = "default") -> dict:
         workdir = self.root / "offline" / name
         dataset = self.embedded()
 
         def run() -> dict:
-            self.log(f"{self.task}: offline Cal-ConRFT '{name}' ({self.settings.offline_steps} steps)")
             config = self._config("offline")
             loss = self._loss(config, "offline", self.settings.offline_overrides)
             return training.run_offline(self._options(dataset, workdir, self.settings.offline_steps), config, loss)
 
-        return self._cached(workdir, run)
+        return self._cached(workdir, run, f"offline Cal-ConRFT '{name}'", f"{self.settings.offline_steps} steps")
 
     def online(self, offline_name: str = "default", name: str = "default") -> dict:
         workdir = self.root / "online" / offline_name / name
@@ -132,8 +134,6 @@ class TaskPipeline:
 
         def run() -> dict:
             s = self.settings
-            self.log(f"{self.task}: online HIL-ConRFT '{name}' with scripted interventions ({s.online_env_steps} "
-                     f"env steps)")
             config = self._config("online")
             config = dataclasses.replace(config, online=dataclasses.replace(
                 config.online, env_steps=s.online_env_steps, teleop="scripted_intervention",
@@ -143,7 +143,8 @@ class TaskPipeline:
                                           init_from=str(self.root / "offline" / offline_name))
             return run_online(options, config, loss)
 
-        return self._cached(workdir, run)
+        return self._cached(workdir, run, f"online HIL-ConRFT '{name}'",
+                            f"{self.settings.online_env_steps} env steps, scripted interventions")
 
     def all_stages(self, offline_name: str = "default", online_name: str = "default") -> dict:
         """Every stage's result: {"demos", "sft", "cal_conrft", "hil_conrft"}."""
@@ -156,12 +157,10 @@ class TaskPipeline:
         s = self.settings
         demo_dir = self.root / "demos"
         shutil.rmtree(demo_dir, ignore_errors=True)  # an interrupted recording: start it over
-        self.log(f"{self.task}: recording {s.episodes} demo(s) with the scripted operator")
         recorded = record(f"sim:{self.task}", "scripted", s.episodes, str(demo_dir), seed=s.seed,
                           image_size=s.image_size, progress=self.show_progress).as_dict()
-        self.log(f"{self.task}: converting demos to RLDS")
-        result = convert([str(demo_dir)], str(self.root / "data"), f"sim_{self.task}", log=self._indent,
-                         overwrite=True, pipeline_args=self.beam_args)
+        result = convert([str(demo_dir)], str(self.root / "data"), f"sim_{self.task}", log=self._detail,
+                         overwrite=True, pipeline_args=self.beam_args, progress=self.show_progress)
         return {"dataset_dir": result.dataset_dir, "demos": sum(result.episodes.values()),
                 "operator_success_rate": recorded["success_rate"], "mean_demo_length": recorded["mean_length"]}
 
@@ -182,20 +181,42 @@ class TaskPipeline:
         return training.StageOptions(dataset_dir=dataset, workdir=str(workdir), steps=steps,
                                      eval_episodes=self.settings.eval_episodes, show_progress=self.show_progress)
 
-    def _cached(self, directory: Path, run: Callable[[], dict]) -> dict:
+    def _cached(self, directory: Path, run: Callable[[], dict], name: str, detail: str) -> dict:
+        """The stage's stored result, or runs it between a start line and a result line."""
         path = directory / RESULT_FILE
         if path.exists():
             return json.loads(path.read_text())
+        self.log(f"{self.task}: {name} ({detail}) ...")
         start = time.time()
         result = {**run(), "stage_wall_s": time.time() - start}
+        self.log(f"{self.task}: {name} done: {result_line(result)}")
         directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(jsonable(result), indent=1))
         tmp.replace(path)
         return json.loads(path.read_text())
 
-    def _indent(self, message: str) -> None:
-        self.log(f"  {message}")
+    def _detail(self, message: str) -> None:
+        """A Beam job's own lines: shown with `verbose`, errors always."""
+        if self.verbose or message.startswith("error"):
+            self.log(f"  {message}")
+
+
+def result_line(result: dict) -> str:
+    """One stage's result in a line: what it made, its evaluation, its wall time."""
+    parts = []
+    if "demos" in result:
+        parts.append(f"{result['demos']} demos (operator success {result['operator_success_rate']:.0%}, mean length "
+                     f"{result['mean_demo_length']:.1f})")
+    if "success_rate" in result:
+        parts.append(f"success {result['success_rate']:.0%}, mean episode length "
+                     f"{result.get('mean_episode_length', float('nan')):.1f}")
+    if "intervention_rate" in result:
+        parts.append(f"interventions {result['intervention_rate']:.0%} of steps")
+    if "dataset_dir" in result and "demos" not in result:
+        parts.append(str(result["dataset_dir"]))
+    parts.append(f"{result['stage_wall_s'] / 60:.1f} min")
+    return "; ".join(parts)
 
 
 def jsonable(value):

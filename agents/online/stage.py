@@ -158,6 +158,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
             time.sleep(1.0)  # remote actors wait to see their final durable watermark before exiting
         final = training.robot_evaluation(builder.make_policy(state.policy_params), options, config, spec,
                                           int(state.step))
+        record.drain(log)
+        record.write_final_evaluation(final, int(state.step), record.env_steps_total())
         export_policy(options.workdir, export.backbone_params, state.policy_params,
                       {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
         replay = builder.replay_config()
