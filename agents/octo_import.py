@@ -192,7 +192,8 @@ def backbone_shapes(config: BackboneConfig) -> dict:
               for cam, s in zip(config.octo_cameras, config.octo_image_sizes)}
     state = jax.ShapeDtypeStruct((1, config.window, 1), jnp.float32)
     language = jax.ShapeDtypeStruct((1, config.octo_task_tokens, config.language_embedding_dim), jnp.float32)
-    tree = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), images, state, language_embedding=language))
+    tree = jax.eval_shape(lambda i, s, l: module.init(jax.random.PRNGKey(0), i, s, language_embedding=l),
+                          images, state, language)
     return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(flax.core.unfreeze(tree["params"])).items()}
 
 

@@ -1,0 +1,104 @@
+"""Octo checkpoints imported without the `octo` package (agents/octo_import.py) reproduce Octo's
+readout embeddings (fixture made by Octo's own code, tests/data/octo_tiny/README.md)."""
+
+import json
+import os
+import shutil
+
+import flax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vlarft.agents.config import BackboneConfig
+from vlarft.agents.networks.octo_backbone import OctoBackbone, octo_rule_mask, octo_token_groups
+from vlarft.agents.octo_import import OctoImportError, backbone_shapes, import_octo, load_import, save_import
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "octo_tiny")
+
+
+def example(version):
+    return dict(np.load(os.path.join(FIXTURE, f"octo_{version}_example.npz")))
+
+
+@pytest.mark.parametrize("version", ["1.5", "1.0"])
+def test_readout_embeddings_equal_octo(version):
+    result = import_octo(os.path.join(FIXTURE, f"octo_{version}"))
+    cfg = result.config
+    assert cfg.octo_repeat_task_tokens == cfg.octo_correct_attention == (version == "1.5")
+    data = example(version)
+    backbone = OctoBackbone(cfg, ("front", "hand"), 3)  # our camera names, sorted, feed primary, wrist
+    images = {"front": data["image_primary"], "hand": data["image_wrist"]}
+    readout = backbone.apply({"params": result.params}, images, jnp.zeros((2, 2, 3)),
+                             timestep_mask=data["timestep_pad_mask"], language_embedding=data["language_embedding"],
+                             all_frames=True)
+    np.testing.assert_allclose(np.asarray(readout), data["readout"], atol=2e-5, rtol=1e-5)
+    last = backbone.apply({"params": result.params}, images, jnp.zeros((2, 2, 3)),
+                          timestep_mask=data["timestep_pad_mask"],
+                          language_embedding=data["language_embedding"].reshape(2, -1))  # flattened works too
+    np.testing.assert_allclose(np.asarray(last), data["readout"][:, -1], atol=2e-5, rtol=1e-5)
+    # Octo's token groups and rules give Octo's mask (example 1 has no padding)
+    prefix, frame = octo_token_groups(cfg.octo_cameras, (16, 4), 16, 1, cfg.octo_repeat_task_tokens)
+    np.testing.assert_array_equal(octo_rule_mask(prefix, frame, 2, cfg.octo_correct_attention), data["token_mask"][1])
+
+
+def test_summary_and_round_trip(tmp_path):
+    result = import_octo(os.path.join(FIXTURE, "octo_1.5"))
+    summary = result.summary()
+    assert "180,984 parameters" in summary and f"{result.parameters:,} parameters" in summary
+    assert "T5 language encoder" in summary and "action head" in summary
+    assert result.parameters + sum(int(np.prod(s)) for _, s, _ in result.ignored) == result.octo_parameters
+    save_import(result, tmp_path / "imported")
+    config, params = load_import(tmp_path / "imported")
+    assert config == result.config
+    flat = flax.traverse_util.flatten_dict(params)
+    for key, value in flax.traverse_util.flatten_dict(result.params).items():
+        np.testing.assert_array_equal(np.asarray(flat[key]), value)
+
+
+def tampered_copy(tmp_path, edit):
+    root = tmp_path / "octo"
+    shutil.copytree(os.path.join(FIXTURE, "octo_1.5"), root)
+    path = root / "0" / "default" / "checkpoint"
+    tree = flax.serialization.msgpack_restore(path.read_bytes())
+    edit(tree["octo_transformer"])
+    path.write_bytes(flax.serialization.msgpack_serialize(tree))
+    return root
+
+
+def test_refuses_mismatched_shape(tmp_path):
+    def widen(octo):
+        kernel = octo["obs_wrist_projection"]["kernel"]
+        octo["obs_wrist_projection"]["kernel"] = np.zeros((kernel.shape[0] + 1, kernel.shape[1]), np.float32)
+
+    with pytest.raises(OctoImportError, match=r"'octo_transformer/obs_wrist_projection/kernel' has shape \(65, 64\) "
+                                              r"in the checkpoint, .*expects \(64, 64\)"):
+        import_octo(tampered_copy(tmp_path, widen))
+
+
+def test_refuses_unknown_key(tmp_path):
+    def add(octo):
+        octo["obs_proprio_tokenizer"] = {"kernel": np.zeros((3, 3), np.float32)}
+
+    with pytest.raises(OctoImportError, match=r"unknown parameter 'octo_transformer/obs_proprio_tokenizer/kernel' "
+                                              r"\(3, 3\)"):
+        import_octo(tampered_copy(tmp_path, add))
+
+
+def test_refuses_unknown_module(tmp_path):
+    root = tmp_path / "octo"
+    shutil.copytree(os.path.join(FIXTURE, "octo_1.5"), root)
+    config = json.loads((root / "config.json").read_text())
+    config["model"]["observation_tokenizers"]["wrist"]["kwargs"]["encoder"]["name"] = "ViTResnet"
+    (root / "config.json").write_text(json.dumps(config))
+    with pytest.raises(OctoImportError, match="unsupported module octo.model.components.vit_encoders.ViTResnet"):
+        import_octo(root)
+
+
+@pytest.mark.parametrize("size, width, heads, expected", [("small", 384, 6, 25_338_496), ("base", 768, 12, 91_028_224)])
+def test_released_sizes(size, width, heads, expected):
+    """Octo-small/base without T5 and the action head (27,042,060 - 1,703,564 and 92,830,092 - 1,801,868
+    parameters in the released checkpoints): the tree shapes only, nothing computed."""
+    config = BackboneConfig(architecture="octo", width=width, depth=12, heads=heads, mlp_ratio=4,
+                            language_embedding_dim=768)
+    assert sum(int(np.prod(s)) for s in backbone_shapes(config).values()) == expected
