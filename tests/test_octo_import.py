@@ -1,6 +1,7 @@
 """Octo checkpoints imported without the `octo` package (agents/octo_import.py) reproduce Octo's
 readout embeddings (fixture made by Octo's own code, tests/data/octo_tiny/README.md)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -102,3 +103,38 @@ def test_released_sizes(size, width, heads, expected):
     config = BackboneConfig(architecture="octo", width=width, depth=12, heads=heads, mlp_ratio=4,
                             language_embedding_dim=768)
     assert sum(int(np.prod(s)) for s in backbone_shapes(config).values()) == expected
+
+
+def test_sft_from_imported_octo_weights(tmp_path):
+    """A few SFT steps on simulator demos (32 px frames, resized to the Octo cameras' 64 / 32 px)
+    starting from the imported weights: the run's backbone is Octo's, started from those weights."""
+    import jax
+
+    from vlarft.agents import training
+    from vlarft.agents.config import get_config
+    from vlarft.agents.export import load_policy_export
+    from vlarft.pipelines.convert_demos import convert
+    from vlarft.tools.record_demos import record
+
+    save_import(import_octo(os.path.join(FIXTURE, "octo_1.5")), tmp_path / "imported")
+    record("sim:pick_cube", "scripted", 3, str(tmp_path / "raw"), image_size=32, progress=False)
+    dataset = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "pick32", validation_fraction=0.34,
+                      log=lambda msg: None)
+    config = get_config("tiny")
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=4, log_every=1,
+                                                                   eval_every=0, checkpoint_every=100))
+
+    def run(name, steps):
+        options = training.StageOptions(dataset_dir=dataset.dataset_dir, workdir=str(tmp_path / name), steps=steps,
+                                        eval_episodes=0, backbone_from=str(tmp_path / "imported"), show_progress=False)
+        training.run_sft(options, config)
+        return load_policy_export(tmp_path / name)
+
+    _, imported = load_import(tmp_path / "imported")
+    start, trained = run("start", 0), run("trained", 3)
+    assert trained.config.backbone.architecture == "octo" and trained.config.backbone.octo_image_sizes == (64, 32)
+    equal = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), imported, start.backbone_params)
+    assert all(jax.tree_util.tree_leaves(equal))
+    moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                                   imported, trained.backbone_params)
+    assert 0 < max(jax.tree_util.tree_leaves(moved)) < 0.1  # three small Adam steps
