@@ -58,6 +58,18 @@ IGNORED = [
 ]
 
 
+# Octo's `common_transformer_sizes` "vit_s" / "vit_b": (width, heads); 12 blocks, MLP 4x width.
+RELEASED = {"small": (384, 6), "base": (768, 12)}
+
+
+def released_config(size: str) -> BackboneConfig:
+    """The backbone of the released Octo-small/base 1.5 models (256 px primary, 128 px wrist,
+    T5-base states), as `import_octo` derives it from their checkpoints."""
+    width, heads = RELEASED[size]
+    return BackboneConfig(architecture="octo", width=width, depth=12, heads=heads, mlp_ratio=4,
+                          language_embedding_dim=768)
+
+
 class OctoImportError(ValueError):
     """A checkpoint this importer does not accept (the message names the file and key)."""
 

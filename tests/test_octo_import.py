@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vlarft.agents.config import BackboneConfig
 from vlarft.agents.networks.octo_backbone import OctoBackbone, octo_rule_mask, octo_token_groups
-from vlarft.agents.octo_import import OctoImportError, backbone_shapes, import_octo, load_import, save_import
+from vlarft.agents.octo_import import (OctoImportError, backbone_shapes, import_octo, load_import, released_config,
+                                      save_import)
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "octo_tiny")
 
@@ -96,13 +96,11 @@ def test_refuses_unknown_module(tmp_path):
         import_octo(root)
 
 
-@pytest.mark.parametrize("size, width, heads, expected", [("small", 384, 6, 25_338_496), ("base", 768, 12, 91_028_224)])
-def test_released_sizes(size, width, heads, expected):
+@pytest.mark.parametrize("size, expected", [("small", 25_338_496), ("base", 91_028_224)])
+def test_released_sizes(size, expected):
     """Octo-small/base without T5 and the action head (27,042,060 - 1,703,564 and 92,830,092 - 1,801,868
     parameters in the released checkpoints): the tree shapes only, nothing computed."""
-    config = BackboneConfig(architecture="octo", width=width, depth=12, heads=heads, mlp_ratio=4,
-                            language_embedding_dim=768)
-    assert sum(int(np.prod(s)) for s in backbone_shapes(config).values()) == expected
+    assert sum(int(np.prod(s)) for s in backbone_shapes(released_config(size)).values()) == expected
 
 
 def test_sft_from_imported_octo_weights(tmp_path):
@@ -131,10 +129,25 @@ def test_sft_from_imported_octo_weights(tmp_path):
         return load_policy_export(tmp_path / name)
 
     _, imported = load_import(tmp_path / "imported")
-    start, trained = run("start", 0), run("trained", 3)
+    trained = run("trained", 3)
     assert trained.config.backbone.architecture == "octo" and trained.config.backbone.octo_image_sizes == (64, 32)
-    equal = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), imported, start.backbone_params)
-    assert all(jax.tree_util.tree_leaves(equal))
     moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                                    imported, trained.backbone_params)
-    assert 0 < max(jax.tree_util.tree_leaves(moved)) < 0.1  # three small Adam steps
+    assert 0 < max(jax.tree_util.tree_leaves(moved)) < 0.05  # three small Adam steps from the imported weights
+
+
+def test_cli_prints_summary_and_refuses(tmp_path, capsys):
+    from vlarft.tools.import_octo import main
+
+    assert main([os.path.join(FIXTURE, "octo_1.0"), f"--out={tmp_path / 'out'}"]) == 0
+    out = capsys.readouterr().out
+    assert "backbone: 155,712 parameters" in out and "-> block1/mlp2/kernel (128, 64)" in out
+    assert (tmp_path / "out" / "backbone.msgpack").exists() and (tmp_path / "out" / "octo_dataset_statistics.json").exists()
+
+    def narrow(octo):
+        octo["BlockTransformer_0"]["Transformer_0"]["encoderblock_1"]["MlpBlock_0"]["Dense_1"]["bias"] = np.zeros(63)
+
+    assert main([str(tampered_copy(tmp_path, narrow)), f"--out={tmp_path / 'bad'}"]) == 2
+    assert ("parameter 'octo_transformer/BlockTransformer_0/Transformer_0/encoderblock_1/MlpBlock_0/Dense_1/bias' "
+            "has shape (63,) in the checkpoint, the backbone's 'block1/mlp2/bias' expects (64,)") in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
