@@ -112,6 +112,13 @@ def check_same_networks(config: AgentConfig, trained: AgentConfig, source: str, 
                                           f"(and --set {name}.*) as that run")
 
 
+def with_backbone_of(config: AgentConfig, export: PolicyExport) -> AgentConfig:
+    """`config` with the backbone section of the policy it continues: the backbone is frozen after
+    SFT (e.g. an imported Octo backbone, or one reading a language embedding), and the policies
+    this stage exports must describe the backbone they carry."""
+    return dataclasses.replace(config, backbone=export.config.backbone)
+
+
 def spec_meta(spec: EpisodeSpec) -> dict:
     return {"cameras": {c: list(hw) for c, hw in spec.cameras.items()}, "state_dim": spec.state_dim,
             "action_dim": spec.action_dim}
@@ -406,12 +413,13 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     check_steps(options)
     spec = dataset_spec(options.dataset_dir)
     check_dataset(spec, options)
-    checkpointer, resumed = open_checkpointer(options, config, "offline")
     if not spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: the dataset has no cached `embedding` field; "
                                   f"run pipelines/embed_dataset.py with the SFT policy first")
     export_from = options.init_from or embedding_source(options.dataset_dir)
     export: PolicyExport = load_policy_export(export_from)
+    config = with_backbone_of(config, export)
+    checkpointer, resumed = open_checkpointer(options, config, "offline")
     check_embedding_backbone(options.dataset_dir, export, export_from)
     check_dataset(spec, options, {**export.meta["spec"], "source": "the SFT policy"})
     if export.config.backbone.width != spec.embedding_dim:
