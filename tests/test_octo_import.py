@@ -112,6 +112,7 @@ def test_sft_from_imported_octo_weights(tmp_path):
     from vlarft.agents.config import get_config
     from vlarft.agents.export import load_policy_export
     from vlarft.pipelines.convert_demos import convert
+    from vlarft.robot_io.factory import make_env
     from vlarft.tools.record_demos import record
 
     save_import(import_octo(os.path.join(FIXTURE, "octo_1.5")), tmp_path / "imported")
@@ -134,6 +135,16 @@ def test_sft_from_imported_octo_weights(tmp_path):
     moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                                    imported, trained.backbone_params)
     assert 0 < max(jax.tree_util.tree_leaves(moved)) < 0.05  # three small Adam steps from the imported weights
+
+    env = make_env("sim:pick_cube", image_size=(32, 32))  # the exported policy acts (whole window each step)
+    policy = trained.policy()
+    observation, _ = env.reset(seed=0)
+    for _ in range(2):
+        action = policy.act(observation)
+        assert action.shape == (7,) and np.all(np.isfinite(action))
+        assert policy.last_embedding.shape == (64,)
+        observation, *_ = env.step(action)
+    env.close()
 
 
 def test_cli_prints_summary_and_refuses(tmp_path, capsys):
