@@ -104,47 +104,64 @@ def test_released_sizes(size, expected):
 
 
 def test_sft_from_imported_octo_weights(tmp_path):
-    """A few SFT steps on simulator demos (32 px frames, resized to the Octo cameras' 64 / 32 px)
-    starting from the imported weights: the run's backbone is Octo's, started from those weights."""
+    """A few SFT steps from the imported weights on episodes whose `language_embedding` is the
+    instruction's T5 states (flattened 16 x 32, from the fixture), 32 / 16 px frames resized to the
+    Octo cameras' 64 / 32 px: the run's backbone is Octo's, moved a little from the imported
+    weights; the exported policy acts and the embedding job caches its readouts."""
     import jax
 
     from vlarft.agents import training
     from vlarft.agents.config import get_config
     from vlarft.agents.export import load_policy_export
+    from vlarft.datasets.episode_builder import EpisodeBuilder
+    from vlarft.datasets.raw_episodes import write_raw_episode
+    from vlarft.datasets.schema import EpisodeSpec
     from vlarft.pipelines.convert_demos import convert
-    from vlarft.robot_io.factory import make_env
-    from vlarft.tools.record_demos import record
+    from vlarft.pipelines.embed_dataset import embed_dataset
 
     save_import(import_octo(os.path.join(FIXTURE, "octo_1.5")), tmp_path / "imported")
-    record("sim:pick_cube", "scripted", 3, str(tmp_path / "raw"), image_size=32, progress=False)
-    dataset = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "pick32", validation_fraction=0.34,
+    language = example("1.5")["language_embedding"][1].reshape(-1)
+    spec = EpisodeSpec(cameras={"front": (32, 32), "wrist": (16, 16)}, language_embedding_dim=language.size)
+    rng = np.random.default_rng(0)
+    (tmp_path / "raw").mkdir()
+    obs = lambda: {"image_front": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                   "image_wrist": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
+                   "state": rng.normal(size=19).astype(np.float32)}
+    for i in range(3):
+        builder = EpisodeBuilder(spec, episode_id=f"o{i}", task="pick_cube", instruction="pick up the red cube",
+                                 robot="lab_arm", language_embedding=language)
+        builder.start(obs())
+        for _ in range(4):
+            builder.add(rng.uniform(-1, 1, 7), 0.0, obs(), terminated=False)
+        write_raw_episode(tmp_path / "raw" / f"o{i}.npz", builder.finish(success=False), spec)
+    dataset = convert([str(tmp_path / "raw")], str(tmp_path / "data"), "octo", validation_fraction=0.0,
                       log=lambda msg: None)
     config = get_config("tiny")
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=4, log_every=1,
                                                                    eval_every=0, checkpoint_every=100))
-
-    def run(name, steps):
-        options = training.StageOptions(dataset_dir=dataset.dataset_dir, workdir=str(tmp_path / name), steps=steps,
-                                        eval_episodes=0, backbone_from=str(tmp_path / "imported"), show_progress=False)
-        training.run_sft(options, config)
-        return load_policy_export(tmp_path / name)
-
-    _, imported = load_import(tmp_path / "imported")
-    trained = run("trained", 3)
+    options = training.StageOptions(dataset_dir=dataset.dataset_dir, workdir=str(tmp_path / "sft"), steps=3,
+                                    eval_episodes=0, backbone_from=str(tmp_path / "imported"), show_progress=False)
+    training.run_sft(options, config)
+    trained = load_policy_export(tmp_path / "sft")
     assert trained.config.backbone.architecture == "octo" and trained.config.backbone.octo_image_sizes == (64, 32)
+    _, imported = load_import(tmp_path / "imported")
     moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                                    imported, trained.backbone_params)
     assert 0 < max(jax.tree_util.tree_leaves(moved)) < 0.05  # three small Adam steps from the imported weights
+    assert np.allclose(trained.meta["language_embedding"], language)
 
-    env = make_env("sim:pick_cube", image_size=(32, 32))  # the exported policy acts (whole window each step)
-    policy = trained.policy()
-    observation, _ = env.reset(seed=0)
+    policy = trained.policy()  # acts on the whole window each step
     for _ in range(2):
-        action = policy.act(observation)
-        assert action.shape == (7,) and np.all(np.isfinite(action))
-        assert policy.last_embedding.shape == (64,)
-        observation, *_ = env.step(action)
-    env.close()
+        action = policy.act(obs())
+        assert action.shape == (7,) and np.all(np.isfinite(action)) and policy.last_embedding.shape == (64,)
+    embedded = embed_dataset(dataset.dataset_dir, str(tmp_path / "sft"), str(tmp_path / "data"), log=lambda m: None)
+    assert embedded.spec.embedding_dim == 64
+
+    wrong = dataclasses.replace(options, workdir=str(tmp_path / "wrong"))
+    backbone = json.loads((tmp_path / "imported" / "backbone_config.json").read_text())
+    (tmp_path / "imported" / "backbone_config.json").write_text(json.dumps({**backbone, "octo_task_tokens": 8}))
+    with pytest.raises(ValueError, match=r"language_embedding has 512 values, the Octo backbone .* 8 x 32 = 256"):
+        training.run_sft(wrong, config)
 
 
 def test_cli_prints_summary_and_refuses(tmp_path, capsys):
