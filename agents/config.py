@@ -36,6 +36,8 @@ class BackboneConfig:
         in sorted order.
       octo_image_sizes: square image side per Octo camera (256, 128 for the released models);
         other frame sizes are resized to it (bilinear).
+      octo_goal_images: Octo's image tokenizers stack a goal image on the channel axis (an all-zero
+        one here: language-conditioned tasks), as the released models do.
       octo_stem_features: channels of SmallStem16's four 3x3/2 weight-standardised convolutions.
       octo_stem_out: channels of the stem's final 1x1 convolution (before the token projection).
       octo_max_horizon: frames of the position embeddings (10; `window` must not exceed it).
@@ -60,6 +62,7 @@ class BackboneConfig:
     architecture: str = "vlarft"
     octo_cameras: tuple[str, ...] = ("primary", "wrist")
     octo_image_sizes: tuple[int, ...] = (256, 128)
+    octo_goal_images: bool = True
     octo_stem_features: tuple[int, ...] = (32, 96, 192, 384)
     octo_stem_out: int = 512
     octo_max_horizon: int = 10

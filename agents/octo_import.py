@@ -151,20 +151,25 @@ def backbone_config(octo_config: dict, params: dict, source: str, window: int = 
     model = octo_config.get("model")
     if not isinstance(model, dict):
         raise OctoImportError(f"{where}: no 'model' section")
-    stems = []
+    stems, goals = [], []
     for name, spec in model.get("observation_tokenizers", {}).items():
         kwargs = _spec(spec, f"{where}: model.observation_tokenizers.{name}", (IMAGE_TOKENIZER,))
-        if list(kwargs.get("obs_stack_keys", [])) != [f"image_{name}"] or kwargs.get("use_token_learner"):
-            raise OctoImportError(f"{where}: observation tokenizer {name!r} must stack exactly image_{name} "
-                                  f"without a token learner, got {kwargs}")
+        goal = list(kwargs.get("task_stack_keys", []))
+        if list(kwargs.get("obs_stack_keys", [])) != [f"image_{name}"] or goal not in ([], [f"image_{name}"]) \
+                or kwargs.get("use_token_learner") or kwargs.get("task_film_keys") \
+                or kwargs.get("conditioning_type", "none") != "none":
+            raise OctoImportError(f"{where}: observation tokenizer {name!r} must stack exactly image_{name} (and its "
+                                  f"goal image), without a token learner or FiLM, got {kwargs}")
+        goals.append(bool(goal))
         stem = dict(STEM_DEFAULTS, **_spec(kwargs.get("encoder"), f"{where}: {name}.encoder", (STEM,)))
         if set(stem) - {"features", "num_features", "patch_size", "img_norm_type", "use_film"} \
                 or stem.get("img_norm_type", "default") != "default" or stem.get("use_film") \
                 or stem.get("patch_size", 16) != 16:
             raise OctoImportError(f"{where}: unsupported SmallStem16 options {stem}")
         stems.append((name, tuple(stem["features"]), int(stem["num_features"])))
-    if not stems or len({s[1:] for s in stems}) != 1:
-        raise OctoImportError(f"{where}: need image tokenizers sharing one stem shape, got {stems}")
+    if not stems or len({s[1:] for s in stems}) != 1 or len(set(goals)) != 1:
+        raise OctoImportError(f"{where}: need image tokenizers sharing one stem shape and goal stacking, got "
+                              f"{stems}, goal images {goals}")
     tasks = model.get("task_tokenizers", {})
     if set(tasks) != {"language"}:
         raise OctoImportError(f"{where}: task tokenizers must be just 'language', got {sorted(tasks)}")
@@ -191,7 +196,7 @@ def backbone_config(octo_config: dict, params: dict, source: str, window: int = 
         heads=int(transformer["num_attention_heads"]), mlp_ratio=int(transformer["mlp_dim"]) // width,
         window=window, num_readouts=int(readouts["action"]), dropout=0.0,
         language_embedding_dim=int(language[0]), octo_task_tokens=int(task_pos[1]),
-        octo_cameras=tuple(s[0] for s in stems), octo_image_sizes=tuple(sizes),
+        octo_cameras=tuple(s[0] for s in stems), octo_image_sizes=tuple(sizes), octo_goal_images=goals[0],
         octo_stem_features=stems[0][1], octo_stem_out=stems[0][2], octo_max_horizon=int(model["max_horizon"]),
         octo_repeat_task_tokens=bool(model.get("repeat_task_tokens", False)),
         octo_correct_attention=bool(model.get("use_correct_attention", False)))

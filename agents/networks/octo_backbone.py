@@ -3,7 +3,7 @@
 Reproduces `OctoTransformer` up to the action readout embedding, the part ConRFT uses:
 
 * images: per Octo camera (`config.octo_cameras`), the frame stacked on the channel axis with an
-  all-zero goal image (Octo's language-only task), scaled to [-1, 1], then SmallStem16: four 3x3/2
+  all-zero goal image (Octo's language-only task; `octo_goal_images`), scaled to [-1, 1], then SmallStem16: four 3x3/2
   weight-standardised convolutions, each with GroupNorm(32) and ReLU, a 1x1 convolution to
   `octo_stem_out` channels, flattened row-major to tokens; a Dense to the token width plus a
   position embedding per (frame, token). Frames of another size are resized (bilinear) first.
@@ -203,7 +203,8 @@ class OctoBackbone(nn.Module):
         if x.shape[1:3] != (size, size):
             x = jnp.round(jax.image.resize(x.astype(jnp.float32), (x.shape[0], size, size, x.shape[3]), "bilinear"))
             x = jnp.clip(x, 0, 255).astype(jnp.uint8)
-        x = jnp.concatenate([x, jnp.zeros_like(x)], axis=-1)  # Octo stacks the goal image; none = zeros
+        if self.config.octo_goal_images:  # Octo stacks the task's goal image; a language task has zeros
+            x = jnp.concatenate([x, jnp.zeros_like(x)], axis=-1)
         tokens = self.projections[cam](self.stems[cam](x))
         return tokens.reshape(batch, window, tokens.shape[1], self.config.width)
 
