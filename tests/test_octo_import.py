@@ -107,11 +107,12 @@ def test_sft_from_imported_octo_weights(tmp_path):
     """A few SFT steps from the imported weights on episodes whose `language_embedding` is the
     instruction's T5 states (flattened 16 x 32, from the fixture), 32 / 16 px frames resized to the
     Octo cameras' 64 / 32 px: the run's backbone is Octo's, moved a little from the imported
-    weights; the exported policy acts and the embedding job caches its readouts."""
+    weights; the exported policy acts, the embedding job caches its readouts and the offline stage
+    exports a policy with that backbone."""
     import jax
 
     from vlarft.agents import training
-    from vlarft.agents.config import get_config
+    from vlarft.agents.config import get_config, loss_preset
     from vlarft.agents.export import load_policy_export
     from vlarft.datasets.episode_builder import EpisodeBuilder
     from vlarft.datasets.raw_episodes import write_raw_episode
@@ -156,6 +157,10 @@ def test_sft_from_imported_octo_weights(tmp_path):
         assert action.shape == (7,) and np.all(np.isfinite(action)) and policy.last_embedding.shape == (64,)
     embedded = embed_dataset(dataset.dataset_dir, str(tmp_path / "sft"), str(tmp_path / "data"), log=lambda m: None)
     assert embedded.spec.embedding_dim == 64
+    offline = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=2,
+                                    eval_episodes=0, show_progress=False)
+    training.run_offline(offline, config, loss_preset("stable", "offline"))  # the tiny preset's backbone section
+    assert load_policy_export(tmp_path / "offline").config.backbone == trained.config.backbone  # is the policy's
 
     wrong = dataclasses.replace(options, workdir=str(tmp_path / "wrong"))
     backbone = json.loads((tmp_path / "imported" / "backbone_config.json").read_text())
