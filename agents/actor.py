@@ -11,8 +11,8 @@ It runs the backbone step by step (window <= 2, the default): the instruction's 
 computed once, each step computes only the new frame's tokens against them and the previous
 frame's cached keys/values (one jitted call: backbone step + head), and after the action is out
 the new frame is cached for the next step, off the observation-to-action path. The embedding is
-the whole window's (`VLABackbone.stream_step`). A wider window runs the whole W-frame history
-every step. `deterministic=True` (evaluation) uses the head's fixed noise, so the same
+the whole window's (`VLABackbone.stream_step`). A wider window, or an Octo backbone, runs the
+whole W-frame history every step. `deterministic=True` (evaluation) uses the head's fixed noise, so the same
 observations always give the same actions; `steps` > 1 uses the k-step sampler.
 """
 
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlarft.agents.config import AgentConfig
-from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
+from vlarft.agents.networks import ConsistencyHead, VLABackbone, make_backbone, sample_actions, tokenize
 from vlarft.agents.observation import FrameHistory, StateNormalizer
 from vlarft.datasets.frames import as_stored
 
@@ -43,8 +43,9 @@ class ConRFTPolicy:
         self.text_ids, self.text_mask = tokenize([instruction], config.backbone.max_text_tokens,
                                                  config.backbone.vocab_size)
         self.rng = jax.random.PRNGKey(seed)
-        self.streaming = step_by_step and config.backbone.window <= 2
-        backbone = VLABackbone(config.backbone, self.cameras, state_dim)
+        # Octo's readouts attend to earlier readouts: its backbone runs the whole window each step
+        self.streaming = step_by_step and config.backbone.window <= 2 and config.backbone.architecture == "vlarft"
+        backbone = make_backbone(config.backbone, self.cameras, state_dim)
         head = ConsistencyHead(config.head, action_dim)
         language = None if language_embedding is None else jnp.asarray(language_embedding, jnp.float32)[None]
 

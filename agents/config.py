@@ -29,6 +29,22 @@ class BackboneConfig:
       language_embedding_dim: when > 0, a precomputed `language_embedding` of this width is
         projected to one task token instead of tokenizing the instruction.
       dropout: attention/MLP dropout while training.
+      architecture: "vlarft" (this toolkit's backbone above) or "octo" (Octo's exact architecture,
+        `networks/octo_backbone.py`, for weights imported by `tools/import_octo.py`; the fields
+        below apply to it, together with width/depth/heads/mlp_ratio/num_readouts/window).
+      octo_cameras: Octo's image tokenizer names ("primary", "wrist") fed by the dataset's cameras
+        in sorted order.
+      octo_image_sizes: square image side per Octo camera (256, 128 for the released models);
+        other frame sizes are resized to it (bilinear).
+      octo_goal_images: Octo's image tokenizers stack a goal image on the channel axis (an all-zero
+        one here: language-conditioned tasks), as the released models do.
+      octo_stem_features: channels of SmallStem16's four 3x3/2 weight-standardised convolutions.
+      octo_stem_out: channels of the stem's final 1x1 convolution (before the token projection).
+      octo_max_horizon: frames of the position embeddings (10; `window` must not exceed it).
+      octo_task_tokens: instruction tokens (T5 states: 16); `language_embedding_dim` is their width
+        (T5-base: 768).
+      octo_repeat_task_tokens: Octo 1.5 repeats the task tokens in every frame.
+      octo_correct_attention: Octo 1.5's token-group lookup; False = Octo 1.0's off-by-one mask.
     """
 
     width: int = 384
@@ -43,6 +59,16 @@ class BackboneConfig:
     vocab_size: int = 4096
     language_embedding_dim: int = 0
     dropout: float = 0.0
+    architecture: str = "vlarft"
+    octo_cameras: tuple[str, ...] = ("primary", "wrist")
+    octo_image_sizes: tuple[int, ...] = (256, 128)
+    octo_goal_images: bool = True
+    octo_stem_features: tuple[int, ...] = (32, 96, 192, 384)
+    octo_stem_out: int = 512
+    octo_max_horizon: int = 10
+    octo_task_tokens: int = 16
+    octo_repeat_task_tokens: bool = True
+    octo_correct_attention: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import optax
 
 from vlarft.agents import losses
 from vlarft.agents.config import AgentConfig
-from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions
+from vlarft.agents.networks import ConsistencyHead, make_backbone, sample_actions
 
 
 @flax.struct.dataclass
@@ -33,7 +33,7 @@ class SFTLearner:
 
     def __init__(self, config: AgentConfig, action_dim: int, cameras: tuple[str, ...], state_dim: int):
         self.config, self.action_dim = config, action_dim
-        self.backbone = VLABackbone(config.backbone, tuple(cameras), state_dim)
+        self.backbone = make_backbone(config.backbone, tuple(cameras), state_dim)
         self.head = ConsistencyHead(config.head, action_dim)
         self.tx = optax.adam(config.train.learning_rate)
         self._update = jax.jit(self._update_fn)
@@ -86,6 +86,6 @@ def _language(batch: Mapping) -> dict:
     return {"language_embedding": batch["language_embedding"]} if "language_embedding" in batch else {}
 
 
-def embed(backbone: VLABackbone, backbone_params, batch: Mapping):
+def embed(backbone, backbone_params, batch: Mapping):
     """The frozen backbone's readout embedding of a window batch."""
     return backbone.apply({"params": backbone_params}, *backbone_inputs(batch), **_language(batch))

@@ -54,6 +54,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--log_every", type=int, default=0, help="learner steps between TensorBoard points")
     parser.add_argument("--action_dim", type=int, default=7, help="action dimension the run expects")
     parser.add_argument("--backbone_weights", default="", help="SFT: local backbone checkpoint (msgpack) to start from")
+    parser.add_argument("--backbone_from", default="",
+                        help="SFT: a directory made by tools/import_octo.py: start from an imported Octo backbone")
     parser.add_argument("--critic_encoder_weights", default="", help="pixel critic: ResNet trunk weights file")
     parser.add_argument("--seed", type=int, default=-1, help="override the config's seed")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = training.StageOptions(dataset_dir=args.dataset_dir, workdir=args.workdir, steps=args.steps,
                                     env=args.env, eval_episodes=args.eval_episodes, init_from=args.init_from,
                                     loss_preset=args.loss_preset, action_dim=args.action_dim,
-                                    backbone_weights=args.backbone_weights,
+                                    backbone_weights=args.backbone_weights, backbone_from=args.backbone_from,
                                     critic_encoder_weights=args.critic_encoder_weights,
                                     show_progress=not args.no_progress)
 

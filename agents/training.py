@@ -51,6 +51,9 @@ class StageOptions:
       action_dim: the action dimension the run expects; the dataset must match.
       backbone_weights: SFT: a local backbone checkpoint (msgpack, `save_backbone_params`) to
         start from instead of random weights; its parameter paths and shapes must match.
+      backbone_from: SFT: a directory made by `tools/import_octo.py` (an imported Octo
+        checkpoint): the backbone becomes that Octo architecture (`backbone_config.json`) with its
+        weights; the rest of the config (head, training) is kept.
       critic_encoder_weights: offline, pixel critic: a ResNet trunk file loaded into every
         camera's encoder (`load_encoder_params`).
       show_progress: draw the progress bar.
@@ -65,6 +68,7 @@ class StageOptions:
     loss_preset: str = "stable"
     action_dim: int = 7
     backbone_weights: str = ""
+    backbone_from: str = ""
     critic_encoder_weights: str = ""
     show_progress: bool = True
 
@@ -106,6 +110,13 @@ def check_same_networks(config: AgentConfig, trained: AgentConfig, source: str, 
                 raise ConfigMismatchError(f"{name}.{field.name} is {getattr(mine, field.name)!r} here but "
                                           f"{getattr(theirs, field.name)!r} in {source}; use the same --config "
                                           f"(and --set {name}.*) as that run")
+
+
+def with_backbone_of(config: AgentConfig, export: PolicyExport) -> AgentConfig:
+    """`config` with the backbone section of the policy it continues: the backbone is frozen after
+    SFT (e.g. an imported Octo backbone, or one reading a language embedding), and the policies
+    this stage exports must describe the backbone they carry."""
+    return dataclasses.replace(config, backbone=export.config.backbone)
 
 
 def spec_meta(spec: EpisodeSpec) -> dict:
@@ -250,6 +261,25 @@ def _learning_part(config: AgentConfig) -> AgentConfig:
 # ---------------------------------------------------------------- SFT
 
 
+def with_imported_backbone(config: AgentConfig, options: StageOptions, dataset_embedding_dim: int):
+    """(config with the imported Octo backbone, its params) for `--backbone_from=DIR`.
+
+    A dataset `language_embedding` must then be the T5 states of the instruction, flattened
+    (octo_task_tokens x language_embedding_dim values); without one the instruction is not seen."""
+    from vlarft.agents.octo_import import load_import
+
+    if options.backbone_weights:
+        raise ValueError("use either --backbone_weights or --backbone_from, not both")
+    backbone, params = load_import(options.backbone_from)
+    wanted = backbone.octo_task_tokens * backbone.language_embedding_dim
+    if dataset_embedding_dim and dataset_embedding_dim != wanted:
+        raise ValueError(f"{options.dataset_dir}: language_embedding has {dataset_embedding_dim} values, the Octo "
+                         f"backbone of {options.backbone_from} takes T5 states of {backbone.octo_task_tokens} x "
+                         f"{backbone.language_embedding_dim} = {wanted}")
+    return dataclasses.replace(config, backbone=backbone), params
+
+
+
 def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     """Behaviour cloning of backbone + consistency head on the dataset's demonstrations."""
     from vlarft.agents.sft import SFTLearner
@@ -263,7 +293,10 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
                          f"from trained backbone weights use --backbone_weights=FILE")
     spec = dataset_spec(options.dataset_dir)
     check_dataset(spec, options)
-    if spec.language_embedding_dim:  # the dataset's precomputed instruction embedding replaces text tokens
+    imported = None
+    if options.backbone_from:
+        config, imported = with_imported_backbone(config, options, spec.language_embedding_dim)
+    elif spec.language_embedding_dim:  # the dataset's precomputed instruction embedding replaces text tokens
         config = dataclasses.replace(config, backbone=dataclasses.replace(
             config.backbone, language_embedding_dim=spec.language_embedding_dim))
     checkpointer, resumed = open_checkpointer(options, config, "sft")
@@ -291,10 +324,13 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
     if resumed:
         state, resumed = checkpointer.restore(state)
         start_step = int(state.step)
-    elif options.backbone_weights:
+    elif options.backbone_weights or imported is not None:
         from vlarft.agents.networks import load_backbone_params
+        from vlarft.agents.networks.common import check_tree
 
-        backbone = load_backbone_params(options.backbone_weights, target=state.params["backbone"])
+        backbone = (check_tree(imported, state.params["backbone"], f"imported backbone {options.backbone_from}")
+                    if imported is not None else
+                    load_backbone_params(options.backbone_weights, target=state.params["backbone"]))
         state = state.replace(params={**state.params, "backbone": backbone})
     meta = {"stage": "sft", "config": config_to_json(config), "spec": spec_meta(spec),
             "normalizer": normalizer.to_json(), "instruction": instruction, "task": task,
@@ -377,12 +413,13 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     check_steps(options)
     spec = dataset_spec(options.dataset_dir)
     check_dataset(spec, options)
-    checkpointer, resumed = open_checkpointer(options, config, "offline")
     if not spec.embedding_dim:
         raise ConfigMismatchError(f"{options.dataset_dir}: the dataset has no cached `embedding` field; "
                                   f"run pipelines/embed_dataset.py with the SFT policy first")
     export_from = options.init_from or embedding_source(options.dataset_dir)
     export: PolicyExport = load_policy_export(export_from)
+    config = with_backbone_of(config, export)
+    checkpointer, resumed = open_checkpointer(options, config, "offline")
     check_embedding_backbone(options.dataset_dir, export, export_from)
     check_dataset(spec, options, {**export.meta["spec"], "source": "the SFT policy"})
     if export.config.backbone.width != spec.embedding_dim:

@@ -44,10 +44,10 @@ class EmbeddingReader:
         import jax
 
         from vlarft.agents.export import load_policy_export
-        from vlarft.agents.networks import VLABackbone, tokenize
+        from vlarft.agents.networks import make_backbone, tokenize
 
         export = load_policy_export(self.policy_dir)
-        backbone = VLABackbone(export.config.backbone, export.cameras, export.meta["state_dim"])
+        backbone = make_backbone(export.config.backbone, export.cameras, export.meta["state_dim"])
         apply = jax.jit(lambda p, images, state, ids, mask, tmask, language: backbone.apply(
             {"params": p}, images, state, ids, mask, tmask, language_embedding=language))
         spec = dataclasses.replace(dataset_spec(self.source_dir), embedding_dim=export.config.backbone.width)

@@ -1,7 +1,7 @@
 """Benchmark the agent: learner updates/s and action latency. Prints figures, asserts nothing.
 
     python tools/benchmark_agent.py [--configs=tiny,small] [--batch_size=256] [--image_size=64]
-                                      [--parts=learner,latency] [--cores=N]
+                                      [--parts=learner,latency,octo] [--cores=N]
 
 * Learner updates/s (one update = one gradient step of the critic, plus the actor on every
   `critic_actor_ratio`-th) for each config, with the critic reading cached embeddings (the CPU
@@ -10,6 +10,9 @@
   backbone step by step (previous frame's keys/values cached) vs the whole window every step,
   one-step vs a 10-step head; and the head alone on a cached embedding. `--cores=1` measures
   it on one core.
+* `octo`: action latency of an Octo-small backbone (the released widths: 256 px primary + 128 px
+  wrist, window 2, whole window each step, random weights) vs our `small` backbone on the same
+  frames (whole window, and step by step).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import numpy as np
 from vlarft.agents.actor import ConRFTPolicy
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
-from vlarft.agents.networks import ConsistencyHead, VLABackbone, sample_actions, tokenize
+from vlarft.agents.networks import ConsistencyHead, VLABackbone, make_backbone, sample_actions, tokenize
+from vlarft.agents.octo_import import released_config
 from vlarft.agents.observation import StateNormalizer
 from vlarft.tools.benchmark_utils import median_ratio, timed
 
@@ -136,13 +140,55 @@ def action_latency(config_name: str, image_size: int, repeats: int) -> dict:
     return figures
 
 
+def octo_latency(repeats: int) -> dict:
+    """Median wall (CPU) ms of `ConRFTPolicy.act` with an Octo-small backbone vs our `small` one, on
+    the Octo-small camera sizes (front 256 px, wrist 128 px), every policy with a 1-step head."""
+    sizes = {"front": 256, "wrist": 128}
+    small = get_config("small")
+    configs = {"octo_small": dataclasses.replace(small, backbone=released_config("small")), "vlarft_small": small}
+    rng = np.random.default_rng(0)
+    observations = [{**{f"image_{c}": rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for c, s in sizes.items()},
+                     "state": rng.normal(size=19).astype(np.float32)} for _ in range(4)]
+    policies = {}
+    for name, config in configs.items():
+        window = config.backbone.window
+        backbone = make_backbone(config.backbone, CAMERAS, 19)
+        images = {c: jnp.zeros((1, window, s, s, 3), jnp.uint8) for c, s in sizes.items()}
+        states = jnp.zeros((1, window, 19), jnp.float32)
+        ids, mask = tokenize([INSTRUCTION], config.backbone.max_text_tokens, config.backbone.vocab_size)
+        params = jax.jit(lambda key, b=backbone: b.init(key, images, states, ids, mask)["params"])(jax.random.PRNGKey(0))
+        head = ConsistencyHead(config.head, 7)
+        head_params = head.init(jax.random.PRNGKey(1), jnp.zeros((1, 7)), 1.0, jnp.zeros((1, config.backbone.width)),
+                                states[:, -1])["params"]
+        for step_by_step in ((False, True) if name == "vlarft_small" else (False,)):
+            policies[f"{name}_{'step_by_step' if step_by_step else 'whole_window'}"] = ConRFTPolicy(
+                config, params, head_params, cameras=CAMERAS, state_dim=19, action_dim=7,
+                normalizer=StateNormalizer.identity(19), instruction=INSTRUCTION, step_by_step=step_by_step)
+    wall = {name: [] for name in policies}
+    cpu = {name: [] for name in policies}
+    for name, policy in policies.items():
+        policy.act(observations[0]), policy.ready()  # compile
+    for i in range(repeats):
+        for name, policy in policies.items():
+            w, c = time.perf_counter(), time.process_time()
+            policy.act(observations[i % len(observations)])
+            wall[name].append(time.perf_counter() - w)
+            cpu[name].append(time.process_time() - c)
+            policy.ready()
+    figures = {f"{name}_ms": 1e3 * statistics.median(s) for name, s in wall.items()}
+    figures.update({f"{name}_cpu_ms": 1e3 * statistics.median(s) for name, s in cpu.items()})
+    figures["octo_over_vlarft_whole_window"] = median_ratio(wall["octo_small_whole_window"],
+                                                            wall["vlarft_small_whole_window"])
+    return figures
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="tiny,small")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--parts", default="learner,latency", help="learner, latency or both")
+    parser.add_argument("--parts", default="learner,latency", help="comma-separated: learner, latency, octo")
     parser.add_argument("--cores", type=int, default=0, help="> 0: run on this many cores (e.g. 1 for a robot PC's share)")
     args = parser.parse_args(argv)
     if args.cores:  # before JAX starts its CPU client, which sizes its thread pool from the affinity
@@ -169,6 +215,14 @@ def main(argv=None) -> int:
                   f"{lat['step_by_step_1step_with_caching_ms']:.1f} ({lat['step_by_step_1step_with_caching_cpu_ms']:.1f}); "
                   f"head alone 1-step {lat['head_only_1step_ms']:.2f}, 10-step {lat['head_only_10step_ms']:.2f}")
             report[name].update(lat)
+    if "octo" in parts:
+        octo = octo_latency(args.repeats * 4)
+        print(f"[octo] action latency, 256 + 128 px, median wall (CPU) ms: Octo-small whole window "
+              f"{octo['octo_small_whole_window_ms']:.1f} ({octo['octo_small_whole_window_cpu_ms']:.1f}) | our small "
+              f"whole window {octo['vlarft_small_whole_window_ms']:.1f} ({octo['vlarft_small_whole_window_cpu_ms']:.1f}), "
+              f"step by step {octo['vlarft_small_step_by_step_ms']:.1f} ({octo['vlarft_small_step_by_step_cpu_ms']:.1f}) | "
+              f"Octo / ours whole window x{octo['octo_over_vlarft_whole_window']:.2f}")
+        report["octo"] = octo
     print(json.dumps(report))
     return 0
 

@@ -13,7 +13,9 @@ The stages are `tools/sim_stages.py` (`PipelineSettings` documents the CPU defau
 images, the `tiny` model, batch 64, and what it changes in the paper's online loss); `--full` uses
 the paper-scale settings (128x128 images, `small` = Octo-small widths, batch 256, 20000 online env
 steps, the paper's losses): meant for a GPU. `--set/--offline_set/--online_set SECTION.FIELD=VALUE`
-override agent settings. Every stage is resumable: re-running skips finished stages and resumes
+override agent settings. `--backbone_from=DIR` starts SFT from an imported Octo checkpoint
+(`tools/import_octo.py`; with `--full` the paper-scale run on Octo-small, WORKSPACE.md "Octo
+backbone"). Every stage is resumable: re-running skips finished stages and resumes
 training runs. Extra arguments are passed to Beam as pipeline options. The last stdout line is a
 JSON summary.
 """

@@ -56,6 +56,8 @@ class PipelineSettings:
       loss_preset: the stages' loss weights (`agents/config.py: loss_preset`; `stable` measured best).
       overrides: agent config overrides for every stage.
       offline_overrides, online_overrides: more overrides for one stage (after `overrides`).
+      backbone_from: SFT starts from this imported Octo backbone (`tools/import_octo.py --out`
+        directory); its architecture replaces the preset's backbone in every stage.
     """
 
     episodes: int = 20
@@ -73,6 +75,7 @@ class PipelineSettings:
     overrides: tuple[str, ...] = ()
     offline_overrides: tuple[str, ...] = ()
     online_overrides: tuple[str, ...] = CPU_ONLINE_OVERRIDES
+    backbone_from: str = ""
 
     @classmethod
     def full(cls, **overrides) -> "PipelineSettings":
@@ -100,9 +103,10 @@ class TaskPipeline:
 
     def sft(self) -> dict:
         dataset = self.demos()["dataset_dir"]
-        return self._cached(self.root / "sft", lambda: training.run_sft(
-            self._options(dataset, self.root / "sft", self.settings.sft_steps), self._config("sft")),
-            "SFT", f"{self.settings.sft_steps} steps")
+        options = dataclasses.replace(self._options(dataset, self.root / "sft", self.settings.sft_steps),
+                                      backbone_from=self.settings.backbone_from)
+        return self._cached(self.root / "sft", lambda: training.run_sft(options, self._config("sft")),
+                            "SFT", f"{self.settings.sft_steps} steps")
 
     def embedded(self) -> str:
         """The SFT backbone's cached-embedding dataset directory."""

@@ -59,6 +59,7 @@ def run_online(options: training.StageOptions, config: AgentConfig, loss: LossCo
     if export.meta.get("stage") != "offline":
         raise training.ConfigMismatchError(f"{options.init_from} holds a {export.meta.get('stage')!r} policy; "
                                            f"--init_from must be an offline (Cal-ConRFT) workdir")
+    config = training.with_backbone_of(config, export)
     if not 0 <= online.actor_index < online.max_actors:
         raise ValueError(f"--actor_index={online.actor_index} outside 0..{online.max_actors - 1}")
     if online.role == "actor":
