@@ -14,7 +14,7 @@ checkpoint written on 2 devices restores on 1 and the other way round.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -65,25 +65,21 @@ class DataParallel:
     def size(self) -> int:
         return len(self.devices)
 
+    def check_rows(self, rows: int) -> None:
+        """Refuses a learner item of `rows` rows that does not split evenly over the devices."""
+        if rows % self.size:
+            raise ValueError(f"a learner item of {rows} rows cannot be split over {self.size} devices: choose a "
+                             f"batch size whose rows per step are a multiple of {self.size} (or fewer --devices)")
+
     def batch(self, item: Any) -> Any:
         """`item`'s arrays with their leading (row) axis split evenly over the devices."""
-        def place(x):
-            rows = np.shape(x)[0] if np.ndim(x) else 0
-            if rows % self.size:
-                raise ValueError(f"a learner item of {rows} rows cannot be split over {self.size} devices: choose a "
-                                 f"batch size whose rows per step are a multiple of {self.size} (or fewer --devices)")
-            return jax.device_put(x, self.rows)
-
-        return jax.tree_util.tree_map(place, item)
+        for x in jax.tree_util.tree_leaves(item):
+            self.check_rows(np.shape(x)[0] if np.ndim(x) else 0)
+        return jax.device_put(item, self.rows)
 
     def replicate(self, state: Any) -> Any:
         """`state` with a full copy of every array on every device."""
         return jax.device_put(state, self.replicated)
-
-    def batches(self, items: Iterator[Any]) -> Iterator[Any]:
-        """`items` placed as they come."""
-        for item in items:
-            yield self.batch(item)
 
     def describe(self) -> str:
         return f"{self.size} {self.devices[0].platform} device(s) {[d.id for d in self.devices]}"

@@ -53,6 +53,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--action_dim", type=int, default=7, help="action dimension the run expects")
     parser.add_argument("--backbone_weights", default="", help="SFT: local backbone checkpoint (msgpack) to start from")
     parser.add_argument("--critic_encoder_weights", default="", help="pixel critic: ResNet trunk weights file")
+    parser.add_argument("--devices", default="", help="local JAX devices the learner update runs over, "
+                        "data-parallel: all (default), a count N or ids 0,2")
     parser.add_argument("--seed", type=int, default=-1, help="override the config's seed")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -91,7 +93,8 @@ def build_config(args: argparse.Namespace):
 
     config = get_config(args.config)
     train = {k: v for k, v in dict(batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                     checkpoint_every=args.checkpoint_every, log_every=args.log_every).items() if v}
+                                     checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                                     devices=args.devices).items() if v}
     if args.eval_every >= 0:
         train["eval_every"] = args.eval_every
     if args.seed >= 0:

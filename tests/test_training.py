@@ -77,13 +77,14 @@ def test_embedding_job_and_offline_cli(demos, embedded, tmp_path):
     cmd = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=offline", f"--dataset_dir={embedded.dataset_dir}",
            f"--workdir={workdir}", "--config=tiny", "--steps=40", "--batch_size=32", "--eval_episodes=1",
            "--eval_every=0", "--no_progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    two_devices = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # data-parallel learner
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=two_devices)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"success_rate", "mean_episode_length", "episodes", "learner_steps", "wall_s"} <= set(result)
     assert result["learner_steps"] == 40 and result["episodes"] == 1 and 0 <= result["success_rate"] <= 1
     assert os.path.getsize(result["video"]) > 1000
-    # Same command again: resumes at step 40, nothing left to do but evaluate.
+    # Same command again, on 1 device: resumes at step 40 from the 2-device checkpoint, nothing left but evaluate.
     again = subprocess.run(cmd[:-3] + ["--eval_episodes=0", "--no_progress"], capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -31,6 +31,7 @@ TOOLS = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "sft": (["benchmark_sft.py"], ["benchmark_sft.py", "--rounds=2"]),
     "learner": (["benchmark_agent.py", "--parts=learner"], ["benchmark_agent.py", "--parts=learner", "--configs=tiny"]),
+    "devices": (["benchmark_devices.py"], ["benchmark_devices.py", "--configs=tiny", "--rounds=2"]),
     "latency": (["benchmark_agent.py", "--parts=latency", "--configs=small", "--cores=1"],
                 ["benchmark_agent.py", "--parts=latency", "--configs=tiny", "--cores=1"]),
     "online": (["benchmark_online.py"], ["benchmark_online.py"]),

@@ -97,7 +97,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
             builder.load_demos(server, dataset_dir, options.show_progress)
         learner = builder.make_learner()
         demo_only = builder.make_iterator(server.address, demo_only=True)
-        state = learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only))
+        state = builder.parallel.replicate(learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only)))
         demo_only.close()
         offline = Checkpointer(Path(options.init_from) / "checkpoints")
         offline_state, _ = offline.restore(state)
@@ -108,6 +108,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         else:
             gate = _check_offline_policy(options, config, learner, builder, export, offline_state, spec)
             state = learner.reset_optimizers(offline_state) if online.reset_optimizer else offline_state
+            state = builder.parallel.replicate(state)
         first_step = int(state.step)
         store = ReverbParameterStore(server.client, state.head_params, online.max_actors, secret=secret)
         restored = _restored_publication(store)  # a restored replay checkpoint: keep its durable watermarks
