@@ -68,14 +68,16 @@ class ConRFTBuilder:
         return transition_signature(self.spec, self.observation_keys)
 
     def make_replay_server(self, checkpoint_dir: str | None = None, port: int | None = None):
-        """demo + online tables, the one-item `params` table actors fetch parameters from, and one
-        progress table per actor slot."""
+        """demo + online tables, the one-item `params` table actors fetch parameters from, and per
+        actor slot (`OnlineConfig.max_actors`, `--actor_slots`) a progress and a claim table."""
         from vlarft.agents.parameters import params_table
         from vlarft.datasets.replay import ReplayServer, make_tables
         from vlarft.datasets.replay.reliable import progress_tables
+        from vlarft.datasets.replay.slots import claim_tables
 
-        tables = (make_tables(self.replay_config(), self.signature()) + [params_table()]
-                  + progress_tables(self.config.online.max_actors))
+        slots = self.config.online.max_actors
+        tables = (make_tables(self.replay_config(), self.signature()) + [params_table()] + progress_tables(slots)
+                  + claim_tables(slots))
         return ReplayServer(tables, port=port or None, checkpoint_dir=checkpoint_dir)
 
     def load_demos(self, server, dataset_dir: str, progress: bool = True) -> dict:

@@ -79,6 +79,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     online.add_argument("--online_gate", choices=("refuse", "warn", "off"), default="refuse",
                         help="check the offline policy before acting: refuse a clearly broken one, warn, or skip")
     online.add_argument("--actor_index", type=int, default=0, help="this actor's slot (one per actor of a run)")
+    online.add_argument("--actor_slots", type=int, default=8, help="learner: actor slots its server offers")
     online.add_argument("--params_secret_file", default="",
                         help="actor: a copy (mode 0600) of the learner's <workdir>/params_secret, which "
                              "authenticates the parameters it publishes")
@@ -107,7 +108,7 @@ def build_config(args: argparse.Namespace):
                   params_secret_file=args.params_secret_file,
                   publish_every=args.publish_every, max_actor_lead=args.max_actor_lead, replay_port=args.replay_port,
                   eval_every=args.eval_every_env_steps, eval_episodes=args.online_eval_episodes,
-                  actor_index=args.actor_index, gate=args.online_gate)
+                  actor_index=args.actor_index, max_actors=args.actor_slots, gate=args.online_gate)
     config = dataclasses.replace(config, online=dataclasses.replace(config.online, **online))
     return with_overrides(config, args.set)
 
