@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
                      ["benchmark_replay.py", "--image_size=128", "--transitions=2000", "--batches=20"]),
     "conversion_150": (["benchmark_conversion.py", "--episodes=150"], ["benchmark_conversion.py", "--episodes=5"]),
     "conversion_20": (["benchmark_conversion.py", "--episodes=20"], ["benchmark_conversion.py", "--episodes=3"]),
+    "cluster": (["benchmark_cluster.py"], ["benchmark_cluster.py", "--episodes=20", "--small=5"]),
     "streaming": (["benchmark_streaming.py"], ["benchmark_streaming.py", "--steps=3000", "--sft_steps=12"]),
 }
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Iterator
-
-import portpicker
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
@@ -35,6 +34,24 @@ class ProcessCluster:
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self.workers]
 
+    def worker_peak_rss_mb(self) -> list[float]:
+        """Each worker process's peak resident memory so far (Linux `VmHWM`), in MB."""
+        return [peak_rss_mb(pid) for pid in self.worker_pids()]
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of a process (Linux /proc/<pid>/status `VmHWM`), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
 
 def dask_cli() -> str:
     return str(Path(sys.executable).with_name("dask"))
@@ -47,7 +64,7 @@ def process_cluster(workers: int = 2, threads: int = 1, memory_limit: str = "0",
     else discarded); stopped on exit."""
     from dask.distributed import Client
 
-    port = portpicker.pick_unused_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
 
     def start(name: str, args: list[str]) -> subprocess.Popen:
