@@ -408,6 +408,7 @@ def test_two_actors_one_learner_an_actor_killed_mid_episode_restarts_on_its_slot
         assert process.returncode == 0, err[-3000:]
     acted0, acted1, learned = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert "taking over the stale claim" in outputs[1][1]
+    assert "actor 0: " in outputs[2][1] and "actor 1: " in outputs[2][1]  # the learner's per-actor lines
     assert acted0["actor_index"] == 0 and acted1["actor_index"] == 1
     episodes1 = recorded()
     transitions1 = sum(len(e["steps"]["action"]) - 1 for e in episodes1)  # both runs' finished episodes

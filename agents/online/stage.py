@@ -180,6 +180,11 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         server.stop()
         checkpointer.close()
     reports = online_report(options.workdir, Path(options.workdir) / "report")
+    for index, figures in extra["actors"].items():  # one line per actor on stderr; all figures in the JSON
+        print(f"actor {index}: {figures.get('run_steps', '?')} env steps this run ({figures.get('env_steps', '?')} in "
+              f"all), {figures.get('episodes', '?')} episodes, {figures.get('intervention_steps', '?')} intervention "
+              f"steps, {figures.get('steps_per_s', float('nan')):.1f} steps/s, "
+              f"{'finished' if figures['finished'] else 'not finished'}", file=sys.stderr, flush=True)
     updates = loop.updates * loss.critic_actor_ratio
     return {**final, **record.summary(), **extra, "gate": gate, "replay_sizes": replay_sizes,
             "policy_version": int(state.step),
