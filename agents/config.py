@@ -193,7 +193,7 @@ class TrainConfig:
         the decoded train + held-out splits exceed `memory_budget_mb`.
       memory_budget_mb: the decoded size up to which "auto" holds the data in memory (4096).
       shuffle_buffer_mb: decoded bytes of windows in the streaming shuffle buffer (512).
-      devices: the local JAX devices a learner update runs over, data-parallel (`agents/sharding.py`:
+      devices: the local JAX devices the offline/online learner update runs over, data-parallel (`agents/sharding.py`:
         batch rows sharded over a device mesh, parameters replicated): "" = all local devices
         (default), "N" = the first N, "0,2" = those device ids. Rows per learner step must be a
         multiple of the device count. Bookkeeping: a run may resume on another device count.
