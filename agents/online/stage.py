@@ -297,7 +297,8 @@ def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: Episo
                             stop=stop.is_set, first_record=first_record)
     return OnlineActor(make_env=make_actor_env, policy=policy, writer=writer, store=store,
                        episode_dir=str(episode_dir), spec=raw_spec, env_steps=max(0, online.env_steps - done_before),
-                       steps_before=done_before, seed=config.train.seed + 50_000 + 1_000_003 * online.actor_index + first_step + done_before,
+                       steps_before=done_before,
+                       seed=config.train.seed + 50_000 + 1_000_003 * online.actor_index + first_step + done_before,
                        record=record, stop=stop, evaluation=evaluation, actor_index=online.actor_index,
                        operator=online.teleop, wait_durable=online.role == "actor")
 
