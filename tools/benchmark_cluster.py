@@ -5,7 +5,7 @@
 Records `--episodes` simulator demos (or reads `--input`), then converts the first `--small` of
 them and all of them, each on a fresh `dask scheduler` + `--workers` x `dask worker` cluster
 (`tools/dask_cluster.py`), and prints each worker's peak resident memory (Linux `VmHWM`) and the
-job's steps/s. Bounded memory = the peak does not grow with the number of episodes: the figure
+job's steps/s (and the driver's peak: this process, which also reads the episode lengths). Bounded memory = the peak does not grow with the number of episodes: the figure
 tracked is peak(all) / peak(small).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 def convert_on_cluster(files: list[Path], out: Path, workers: int) -> dict:
     from vlarft.pipelines.convert_demos import convert
-    from vlarft.tools.dask_cluster import process_cluster
+    from vlarft.tools.dask_cluster import peak_rss_mb, process_cluster
 
     with process_cluster(workers=workers) as cluster:
         idle = max(cluster.worker_peak_rss_mb())
@@ -31,7 +31,7 @@ def convert_on_cluster(files: list[Path], out: Path, workers: int) -> dict:
         seconds = time.perf_counter() - start
         peak = max(cluster.worker_peak_rss_mb())
     return {"episodes": sum(result.episodes.values()), "seconds": seconds, "worker_peak_rss_mb": peak,
-            "worker_idle_rss_mb": idle}
+            "worker_idle_rss_mb": idle, "driver_peak_rss_mb_so_far": peak_rss_mb()}
 
 
 def main(argv=None) -> int:
@@ -56,7 +56,8 @@ def main(argv=None) -> int:
         runs = {n: convert_on_cluster(files[:n], Path(tmp) / f"data_{n}", args.workers) for n in steps}
     for n, run in runs.items():
         print(f"{n:5d} episodes ({steps[n]} steps) on {args.workers} dask workers: {steps[n] / run['seconds']:7.1f} "
-              f"steps/s, worker peak RSS {run['worker_peak_rss_mb']:.0f} MB (idle {run['worker_idle_rss_mb']:.0f} MB)")
+              f"steps/s, worker peak RSS {run['worker_peak_rss_mb']:.0f} MB (idle {run['worker_idle_rss_mb']:.0f} MB); "
+              f"driver peak so far {run['driver_peak_rss_mb_so_far']:.0f} MB")
     small, large = runs[args.small], runs[len(files)]
     growth = large["worker_peak_rss_mb"] / small["worker_peak_rss_mb"]
     print(f"peak worker memory, {len(files)} / {args.small} episodes: x{growth:.2f}")

@@ -35,8 +35,17 @@ class ProcessCluster:
         return [w.pid for w in self.workers]
 
     def worker_peak_rss_mb(self) -> list[float]:
-        """Each worker process's peak resident memory so far (Linux `VmHWM`), in MB."""
-        return [peak_rss_mb(pid) for pid in self.worker_pids()]
+        """Per `dask worker` command: the largest peak resident memory (Linux `VmHWM`, MB) of its
+        processes (the nanny and the worker process it starts)."""
+        return [max(peak_rss_mb(p) for p in process_tree(pid)) for pid in self.worker_pids()]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid] + [p for child in children for p in process_tree(child)]
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:
