@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 
-def convert_on_cluster(files: list[Path], out: Path, workers: int) -> dict:
+def convert_on_cluster(files: list[Path], out: Path, workers: int, partition_size: int = 0) -> dict:
     from vlarft.pipelines.convert_demos import convert
     from vlarft.tools.dask_cluster import peak_rss_mb, process_cluster
 
@@ -27,7 +27,8 @@ def convert_on_cluster(files: list[Path], out: Path, workers: int) -> dict:
         idle = max(cluster.worker_peak_rss_mb())
         start = time.perf_counter()
         result = convert([str(f) for f in files], str(out), "bench", log=lambda m: None,
-                         pipeline_args=cluster.runner_args())
+                         pipeline_args=cluster.runner_args() + (
+                             [f"--dask_partition_size={partition_size}"] if partition_size else []))
         seconds = time.perf_counter() - start
         peak = max(cluster.worker_peak_rss_mb())
     return {"episodes": sum(result.episodes.values()), "seconds": seconds, "worker_peak_rss_mb": peak,
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--input", default="", help="existing raw episode dir (skips recording)")
+    parser.add_argument("--partition_size", type=int, default=0,
+                        help="inputs per Dask bag partition (--dask_partition_size; 0: the runner's default, 128)")
     args = parser.parse_args(argv)
 
     from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
@@ -53,7 +56,8 @@ def main(argv=None) -> int:
         files = list_raw_episodes(raw)[:args.episodes]
         steps = {n: sum(len(read_raw_episode(f)[0]["steps"]["action"]) for f in files[:n])
                  for n in (args.small, len(files))}
-        runs = {n: convert_on_cluster(files[:n], Path(tmp) / f"data_{n}", args.workers) for n in steps}
+        runs = {n: convert_on_cluster(files[:n], Path(tmp) / f"data_{n}", args.workers, args.partition_size)
+                for n in steps}
     for n, run in runs.items():
         print(f"{n:5d} episodes ({steps[n]} steps) on {args.workers} dask workers: {steps[n] / run['seconds']:7.1f} "
               f"steps/s, worker peak RSS {run['worker_peak_rss_mb']:.0f} MB (idle {run['worker_idle_rss_mb']:.0f} MB); "
