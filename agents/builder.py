@@ -9,7 +9,9 @@ ratio, how batches mix demo and online rows, and how the actor's policy is assem
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import jax
 import numpy as np
 
 from vlarft.agents.config import AgentConfig, LossConfig
@@ -30,6 +32,14 @@ class ConRFTBuilder:
         self.online_fraction = config.online.online_fraction if online else 0.0
         pixels = config.critic.input == "pixels"
         self.observation_keys = ("embedding", "state") + (tuple(f"image_{c}" for c in spec.cameras) if pixels else ())
+
+    @functools.cached_property
+    def parallel(self):
+        """The learner's devices (`TrainConfig.devices`): items arrive with their rows sharded over
+        them, the state is replicated (`DataParallel.replicate`)."""
+        from vlarft.agents.sharding import DataParallel
+
+        return DataParallel.from_flag(self.config.train.devices)
 
     def replay_config(self):
         from vlarft.datasets.replay import ReplayConfig
@@ -58,14 +68,16 @@ class ConRFTBuilder:
         return transition_signature(self.spec, self.observation_keys)
 
     def make_replay_server(self, checkpoint_dir: str | None = None, port: int | None = None):
-        """demo + online tables, the one-item `params` table actors fetch parameters from, and one
-        progress table per actor slot."""
+        """demo + online tables, the one-item `params` table actors fetch parameters from, and per
+        actor slot (`OnlineConfig.max_actors`, `--actor_slots`) a progress and a claim table."""
         from vlarft.agents.parameters import params_table
         from vlarft.datasets.replay import ReplayServer, make_tables
         from vlarft.datasets.replay.reliable import progress_tables
+        from vlarft.datasets.replay.slots import claim_tables
 
-        tables = (make_tables(self.replay_config(), self.signature()) + [params_table()]
-                  + progress_tables(self.config.online.max_actors))
+        slots = self.config.online.max_actors
+        tables = (make_tables(self.replay_config(), self.signature()) + [params_table()] + progress_tables(slots)
+                  + claim_tables(slots))
         return ReplayServer(tables, port=port or None, checkpoint_dir=checkpoint_dir)
 
     def load_demos(self, server, dataset_dir: str, progress: bool = True) -> dict:
@@ -78,14 +90,17 @@ class ConRFTBuilder:
 
     def make_iterator(self, address: str, *, demo_only: bool = False, rate_limiter_timeout_ms: int = -1):
         """Learner items: each holds one learner step's `critic_actor_ratio` batches, every batch
-        `online_fraction` online rows and the rest demo rows (`Learner.step` splits them)."""
+        `online_fraction` online rows and the rest demo rows (`Learner.step` splits them), placed
+        with their rows sharded over the learner's devices (`parallel`)."""
         from vlarft.datasets.replay import make_batch_iterator
 
         counts = self.rows_per_source()
         if demo_only:
             counts = {self.replay_config().demo_table: self.config.train.batch_size}
         per_step = {table: rows * self.loss.critic_actor_ratio for table, rows in counts.items()}
-        return make_batch_iterator(address, per_step, self.signature(), rate_limiter_timeout_ms=rate_limiter_timeout_ms)
+        self.parallel.check_rows(sum(per_step.values()))
+        return make_batch_iterator(address, per_step, self.signature(), device=self.parallel.rows,
+                                   rate_limiter_timeout_ms=rate_limiter_timeout_ms)
 
     def make_transition_writer(self, client):
         """The actor's writer: every step to online, human interventions also to demo."""
@@ -104,8 +119,9 @@ class ConRFTBuilder:
                        rows_per_source=tuple(self.rows_per_source().values()))
 
     def make_policy(self, head_params=None, *, deterministic: bool = True, seed: int = 0):
-        """The acting policy: the export's backbone with `head_params` (default the export's head)."""
+        """The acting policy: the export's backbone with `head_params` (default the export's head;
+        learner parameters are fetched to the host first, whatever devices they live on)."""
         policy = self.export.policy(deterministic=deterministic, seed=seed)
         if head_params is not None:
-            policy.set_params(head_params=head_params)
+            policy.set_params(head_params=jax.device_get(head_params))
         return policy

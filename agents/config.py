@@ -219,6 +219,10 @@ class TrainConfig:
         the decoded train + held-out splits exceed `memory_budget_mb`.
       memory_budget_mb: the decoded size up to which "auto" holds the data in memory (4096).
       shuffle_buffer_mb: decoded bytes of windows in the streaming shuffle buffer (512).
+      devices: the local JAX devices the offline/online learner update runs over, data-parallel (`agents/sharding.py`:
+        batch rows sharded over a device mesh, parameters replicated): "" = all local devices
+        (default), "N" = the first N, "0,2" = those device ids. Rows per learner step must be a
+        multiple of the device count. Bookkeeping: a run may resume on another device count.
     """
 
     batch_size: int = 256
@@ -234,6 +238,7 @@ class TrainConfig:
     data_loading: str = "auto"
     memory_budget_mb: int = 4096
     shuffle_buffer_mb: int = 512
+    devices: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,8 +274,12 @@ class OnlineConfig:
         this machine against the learner's server at `replay_address`).
       replay_address: HOST:PORT of the learner's replay server (role actor).
       replay_port: port the learner's replay server listens on (0 = any free one).
-      actor_index: this actor's slot (0 .. max_actors - 1); every actor of a run needs its own.
-      max_actors: actor slots the learner's server offers.
+      actor_index: this actor's slot (0 .. max_actors - 1); every actor of a run needs its own
+        (a second actor on a slot whose claim is alive is refused, `datasets/replay/slots.py`).
+      max_actors: actor slots the learner's server offers (`--actor_slots`, 8); an actor reads
+        the number from the server.
+      slot_lease_s: seconds without a renewal after which an actor's slot claim is stale (its
+        actor died) and a restarted actor may take the slot over (5).
       retry_every_s: seconds between an actor's reconnection attempts to a dead replay server.
       params_secret_file: role actor: a copy of the learner's `<workdir>/params_secret`, the key
         that authenticates its parameter publications (`agents/parameters.py`).
@@ -295,11 +304,12 @@ class OnlineConfig:
     replay_port: int = 0
     actor_index: int = 0
     max_actors: int = 8
+    slot_lease_s: float = 5.0
     retry_every_s: float = 2.0
     params_secret_file: str = ""
 
     BOOKKEEPING = ("gate", "gate_episodes", "env_steps", "teleop", "publish_every", "eval_every", "eval_episodes", "role", "replay_address",
-                   "replay_port", "actor_index", "max_actors", "retry_every_s", "params_secret_file")
+                   "replay_port", "actor_index", "max_actors", "slot_lease_s", "retry_every_s", "params_secret_file")
 
     def actor_lead(self, env: str) -> int:
         """Env steps the actor may run ahead of the learner's budget on `env` (0: unlimited)."""

@@ -57,6 +57,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--backbone_from", default="",
                         help="SFT: a directory made by tools/import_octo.py: start from an imported Octo backbone")
     parser.add_argument("--critic_encoder_weights", default="", help="pixel critic: ResNet trunk weights file")
+    parser.add_argument("--devices", default="", help="local JAX devices the learner update runs over, "
+                        "data-parallel: all (default), a count N or ids 0,2")
     parser.add_argument("--seed", type=int, default=-1, help="override the config's seed")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_verbose_argument(parser)
@@ -82,6 +84,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     online.add_argument("--online_gate", choices=("refuse", "warn", "off"), default="refuse",
                         help="check the offline policy before acting: refuse a clearly broken one, warn, or skip")
     online.add_argument("--actor_index", type=int, default=0, help="this actor's slot (one per actor of a run)")
+    online.add_argument("--actor_slots", type=int, default=8, help="learner: actor slots its server offers")
     online.add_argument("--params_secret_file", default="",
                         help="actor: a copy (mode 0600) of the learner's <workdir>/params_secret, which "
                              "authenticates the parameters it publishes")
@@ -96,7 +99,8 @@ def build_config(args: argparse.Namespace):
 
     config = get_config(args.config)
     train = {k: v for k, v in dict(batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                     checkpoint_every=args.checkpoint_every, log_every=args.log_every).items() if v}
+                                     checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                                     devices=args.devices).items() if v}
     if args.eval_every >= 0:
         train["eval_every"] = args.eval_every
     if args.seed >= 0:
@@ -109,7 +113,7 @@ def build_config(args: argparse.Namespace):
                   params_secret_file=args.params_secret_file,
                   publish_every=args.publish_every, max_actor_lead=args.max_actor_lead, replay_port=args.replay_port,
                   eval_every=args.eval_every_env_steps, eval_episodes=args.online_eval_episodes,
-                  actor_index=args.actor_index, gate=args.online_gate)
+                  actor_index=args.actor_index, max_actors=args.actor_slots, gate=args.online_gate)
     config = dataclasses.replace(config, online=dataclasses.replace(config.online, **online))
     return with_overrides(config, args.set)
 

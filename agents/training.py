@@ -252,7 +252,7 @@ def open_checkpointer(options: StageOptions, config: AgentConfig, stage: str) ->
 def _learning_part(config: AgentConfig) -> AgentConfig:
     """The config without bookkeeping (logging, evaluation, checkpoint cadence, the online budget
     and deployment), which may change on resume."""
-    neutral = dict(log_every=0, eval_every=0, checkpoint_every=0, eval_episodes=0, keep_checkpoints=0)
+    neutral = dict(log_every=0, eval_every=0, checkpoint_every=0, eval_episodes=0, keep_checkpoints=0, devices="")
     online = {name: getattr(OnlineConfig(), name) for name in OnlineConfig.BOOKKEEPING}
     return dataclasses.replace(config, train=dataclasses.replace(config.train, **neutral),
                                online=dataclasses.replace(config.online, **online))
@@ -432,10 +432,10 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
         loaded = builder.load_demos(server, options.dataset_dir, options.show_progress)
         batches = builder.make_iterator(server.address)
         learner = builder.make_learner()
-        state = learner.init(jax.random.PRNGKey(config.train.seed), next(batches))
+        state = builder.parallel.replicate(learner.init(jax.random.PRNGKey(config.train.seed), next(batches)))
         start_step = 0
         if resumed:
-            state, _ = checkpointer.restore(state)
+            state, _ = checkpointer.restore(state)  # onto this run's devices, whatever the saving run's were
             start_step = int(state.step)
         else:
             state = learner.with_head(state, export.head_params)
@@ -446,6 +446,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
                 for camera in spec.cameras:
                     critic = load_encoder_params(critic, options.critic_encoder_weights, camera)
                 state = state.replace(critic_params=critic, target_critic_params=critic)
+            state = builder.parallel.replicate(state)
         meta = {**export.meta, "stage": "offline", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
                 "spec": spec_meta(spec), "dataset_dir": os.path.abspath(options.dataset_dir),
                 "backbone_from": os.path.abspath(export_from)}

@@ -1,6 +1,9 @@
 """The durable-watermark protocol (read progress -> checkpoint -> publish) on a real Reverb server."""
 
+import time
+
 import numpy as np
+import pytest
 
 from vlarft.agents.online.watermarks import DurableSaver
 from vlarft.agents.parameters import ReverbParameterStore, params_table
@@ -56,3 +59,38 @@ def test_actors_finished_needs_every_reporting_actor_finished_for_this_learner()
         assert not saver.actors_finished()
         write_progress(client, 2, 6, True, store.incarnation)
         assert saver.actors_finished()
+
+
+def test_actor_slots_are_claimed_refused_while_live_and_taken_over_when_stale():
+    from vlarft.datasets.replay.slots import SlotClaim, SlotInUse, claim_tables, slot_count
+
+    with ReplayServer(progress_tables(3) + claim_tables(3)) as server:
+        assert slot_count(server.client) == 3
+        first = SlotClaim(server.address, 1, heartbeat_s=0.2, lease_s=1.0).acquire(server.client)
+        with pytest.raises(SlotInUse, match=r"actor slot 1 of the learner at .* is in use by another live actor"):
+            SlotClaim(server.address, 1, heartbeat_s=0.2, lease_s=1.0).acquire(server.client)
+        with pytest.raises(ValueError, match=r"--actor_index=3: the learner at .* offers actor slots 0\.\.2"):
+            SlotClaim(server.address, 3).acquire(server.client)
+        SlotClaim(server.address, 2, heartbeat_s=0.2, lease_s=1.0).acquire(server.client).release()  # another slot
+        first._stop.set()  # its actor dies: no more renewals, no release
+        first._thread.join()
+        started = time.monotonic()
+        second = SlotClaim(server.address, 1, heartbeat_s=0.2, lease_s=1.0).acquire(server.client)  # stale: taken
+        assert 0.9 < time.monotonic() - started < 5
+        second.release()  # released: the next actor takes it at once
+        started = time.monotonic()
+        SlotClaim(server.address, 1, heartbeat_s=0.2, lease_s=1.0).acquire(server.client).release()
+        assert time.monotonic() - started < 0.9
+
+
+def test_progress_carries_the_actors_collection_figures():
+    from vlarft.datasets.replay.reliable import CollectionStats, read_progress
+
+    with ReplayServer(progress_tables(2)) as server:
+        write_progress(server.client, 0, 10, False, 5)  # an actor of an older version: no figures
+        server.client.insert([np.int64(21), np.int64(1), np.int64(5), np.int64(60), np.int64(20), np.int64(2),
+                              np.int64(15), np.float64(4.0)], {progress_table_name(1): 1.0})
+        old, new = read_progress(server.client, 2)
+        assert old.stats is None and new.acknowledged == 21 and new.finished
+        assert new.stats == CollectionStats(env_steps=60, run_steps=20, episodes=2, intervention_steps=15, run_s=4.0)
+        assert new.stats.as_dict()["steps_per_s"] == 5.0 and new.stats.as_dict()["intervention_rate"] == 0.75

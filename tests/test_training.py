@@ -77,13 +77,14 @@ def test_embedding_job_and_offline_cli(demos, embedded, tmp_path):
     cmd = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=offline", f"--dataset_dir={embedded.dataset_dir}",
            f"--workdir={workdir}", "--config=tiny", "--steps=40", "--batch_size=32", "--eval_episodes=1",
            "--eval_every=0", "--no_progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    two_devices = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # data-parallel learner
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=two_devices)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"success_rate", "mean_episode_length", "episodes", "learner_steps", "wall_s"} <= set(result)
     assert result["learner_steps"] == 40 and result["episodes"] == 1 and 0 <= result["success_rate"] <= 1
     assert os.path.getsize(result["video"]) > 1000
-    # Same command again: resumes at step 40, nothing left to do but evaluate.
+    # Same command again, on 1 device: resumes at step 40 from the 2-device checkpoint, nothing left but evaluate.
     again = subprocess.run(cmd[:-3] + ["--eval_episodes=0", "--no_progress"], capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -342,19 +343,12 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     assert result["q_success_steps_online"] > result["q_success_steps_offline"] + 0.03, result
 
 
-def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, embedded, tmp_path):
-    """Learner and actor in separate processes over loopback. The learner is killed with SIGKILL
-    mid-run: the actor acts on with its last parameters, journals, reconnects to the restarted
-    learner (which resumes from its checkpoints) and re-sends what the restored replay lacks. Every
-    transition the actor made is in the online table at the end (re-sent ones at most twice)."""
-    import signal
-    import time
-
+def learner_and_actor_commands(embedded, tmp_path, *learner_flags):
+    """A 20-step offline run, then (port, the learner's command, (slot, workdir, env_steps) -> an
+    actor's command) of an online run over loopback."""
     import portpicker
 
-    from vlarft.agents.checkpointing import Checkpointer
     from vlarft.agents.parameters import learner_secret
-    from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
 
     offline = training.StageOptions(dataset_dir=embedded.dataset_dir, workdir=str(tmp_path / "offline"), steps=20,
                                     eval_episodes=0, show_progress=False)
@@ -365,13 +359,94 @@ def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, e
               f"--init_from={tmp_path / 'offline'}", "--no_progress", "--eval_episodes=0", "--min_online=40",
               "--publish_every=2", "--online_gate=off"]  # durability, not the 20-step policy, is under test
     learner_cmd = common + ["--role=learner", f"--replay_port={port}", f"--workdir={tmp_path / 'learner'}",
-                            "--steps=100000", "--checkpoint_every=10", "--max_actor_lead=10"]
+                            "--steps=100000", "--checkpoint_every=10", "--max_actor_lead=10", *learner_flags]
+
+    def actor_cmd(slot: int, workdir: Path, env_steps: int) -> list[str]:
+        return common + ["--role=actor", f"--replay_address=localhost:{port}", f"--actor_index={slot}",
+                         f"--params_secret_file={tmp_path / 'learner' / 'params_secret'}", f"--workdir={workdir}",
+                         f"--env_steps={env_steps}", "--teleop=scripted_intervention"]
+
+    return port, learner_cmd, actor_cmd
+
+
+def test_two_actors_one_learner_an_actor_killed_mid_episode_restarts_on_its_slot(demos, embedded, tmp_path):
+    """A learner (2 actor slots) and two actors in separate processes over loopback. Actor 1 is
+    killed with SIGKILL mid-episode and restarted on its slot (taken over once its claim is
+    stale); every step either actor had acknowledged is in replay at the end, and the learner
+    reports each actor's episodes, interventions and steps/s."""
+    import signal
+    import time
+
+    from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
+    from vlarft.datasets.replay import connect
+    from vlarft.datasets.replay.reliable import read_progress
+
+    port, learner_cmd, actor_cmd = learner_and_actor_commands(embedded, tmp_path, "--actor_slots=2")
+    spawn = lambda cmd: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: E731
+    learner = spawn(learner_cmd)
+    first = spawn(actor_cmd(0, tmp_path / "actor0", 120))
+    second = spawn(actor_cmd(1, tmp_path / "actor1", 120))
+    processes = [learner, first, second]
+    recorded = lambda: [read_raw_episode(p)[0] for p in list_raw_episodes(tmp_path / "actor1" / "episodes")]  # noqa: E731
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # until actor 1 has finished an episode and is 3+ steps into the next one
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "no progress"
+            done = recorded()
+            if done:
+                progress = read_progress(connect(f"localhost:{port}", timeout_s=10), 2)[1]
+                if progress is not None and progress.acknowledged >= sum(len(e["steps"]["action"]) for e in done) + 3:
+                    break
+            time.sleep(0.2)
+        second.send_signal(signal.SIGKILL)
+        second.wait(timeout=60)
+        second = spawn(actor_cmd(1, tmp_path / "actor1", 120))  # resumes its budget from its episode files
+        processes = [learner, first, second]
+        outputs = [p.communicate(timeout=600) for p in (first, second, learner)]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, (_, err) in zip((first, second, learner), outputs):
+        assert process.returncode == 0, err[-3000:]
+    acted0, acted1, learned = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert "taking over the stale claim" in outputs[1][1]
+    assert "actor 0: " in outputs[2][1] and "actor 1: " in outputs[2][1]  # the learner's per-actor lines
+    assert acted0["actor_index"] == 0 and acted1["actor_index"] == 1
+    episodes1 = recorded()
+    transitions1 = sum(len(e["steps"]["action"]) - 1 for e in episodes1)  # both runs' finished episodes
+    assert transitions1 >= 120 and acted1["transitions"] < transitions1  # the restart only did the rest
+    actors = learned["actors"]
+    assert set(actors) == {"0", "1"} and actors["0"]["finished"] and actors["1"]["finished"]
+    # The killed run's unfinished episode: its acknowledged records beyond the recorded episodes'
+    # (numbering went on across the restart); k records made k - 1 transitions.
+    partial = actors["1"]["acknowledged"] - sum(len(e["steps"]["action"]) for e in episodes1)
+    assert partial >= 3, (actors, partial)
+    expected = acted0["transitions"] + transitions1 + partial - 1
+    online = learned["replay_sizes"]["online"]
+    assert expected <= online <= expected + 1, (acted0, acted1, learned, partial)  # + a step sent, unacknowledged
+    for index, acted in (("0", acted0), ("1", acted1)):
+        figures = actors[index]
+        assert figures["run_steps"] == acted["transitions"] and figures["steps_per_s"] > 0
+        assert figures["episodes"] == acted["online_episodes"] and figures["intervention_steps"] > 0
+    assert actors["1"]["env_steps"] == transitions1
+
+
+def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, embedded, tmp_path):
+    """Learner and actor in separate processes over loopback. The learner is killed with SIGKILL
+    mid-run: the actor acts on with its last parameters, journals, reconnects to the restarted
+    learner (which resumes from its checkpoints) and re-sends what the restored replay lacks. Every
+    transition the actor made is in the online table at the end (re-sent ones at most twice)."""
+    import signal
+    import time
+
+    from vlarft.agents.checkpointing import Checkpointer
+    from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
+
+    port, learner_cmd, actor_cmd = learner_and_actor_commands(embedded, tmp_path)
     learner = subprocess.Popen(learner_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    actor = subprocess.Popen(common + ["--role=actor", f"--replay_address=localhost:{port}",
-                                       f"--params_secret_file={tmp_path / 'learner' / 'params_secret'}",
-                                       f"--workdir={tmp_path / 'actor'}", "--env_steps=400",
-                                       "--teleop=scripted_intervention"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    actor = subprocess.Popen(actor_cmd(0, tmp_path / "actor", 400), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
     try:
         checkpoints = tmp_path / "learner" / "checkpoints"
         deadline = time.monotonic() + 300

@@ -31,6 +31,7 @@ TOOLS = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "sft": (["benchmark_sft.py"], ["benchmark_sft.py", "--rounds=2"]),
     "learner": (["benchmark_agent.py", "--parts=learner"], ["benchmark_agent.py", "--parts=learner", "--configs=tiny"]),
+    "devices": (["benchmark_devices.py"], ["benchmark_devices.py", "--configs=tiny", "--rounds=2"]),
     "latency": (["benchmark_agent.py", "--parts=latency", "--configs=small", "--cores=1"],
                 ["benchmark_agent.py", "--parts=latency", "--configs=tiny", "--cores=1"]),
     "online": (["benchmark_online.py"], ["benchmark_online.py"]),
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
                      ["benchmark_replay.py", "--image_size=128", "--transitions=2000", "--batches=20"]),
     "conversion_150": (["benchmark_conversion.py", "--episodes=150"], ["benchmark_conversion.py", "--episodes=5"]),
     "conversion_20": (["benchmark_conversion.py", "--episodes=20"], ["benchmark_conversion.py", "--episodes=3"]),
+    "cluster": (["benchmark_cluster.py"], ["benchmark_cluster.py", "--episodes=20", "--small=5"]),
     "streaming": (["benchmark_streaming.py"], ["benchmark_streaming.py", "--steps=3000", "--sft_steps=12"]),
 }
 

@@ -26,6 +26,7 @@ from vlarft.agents.online_log import EpisodeStats, EvalPoint, OnlineRecord
 from vlarft.agents.parameters import Published, ReverbParameterStore, UntrustedPublication
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
+from vlarft.datasets.replay.reliable import CollectionStats
 from vlarft.datasets.replay.tables import ReplayError
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.robot_io.contract import INFO_INTERVENTION
@@ -124,6 +125,7 @@ class OnlineActor(threading.Thread):
         self.poller = ParameterPoller(store, lambda: writer.client, stop)
         self._seen, self._reconnects_seen = None, 0
         self.steps_before, self.steps_done, self.episodes = steps_before, 0, 0
+        self.intervention_steps, self.started = 0, time.monotonic()
         self.probe = SuccessProbe()
         self.next_eval = evaluation.first_due(steps_before) if evaluation else None
         self.error: BaseException | None = None
@@ -136,6 +138,7 @@ class OnlineActor(threading.Thread):
         try:
             self.env = self.make_env()
             self.policy.warm_up(self.env.observation_space)  # compiled before the robot waits on it
+            self.started = time.monotonic()
             self.poller.start()
             while self.steps_done < self.env_steps and not self.stop.is_set():
                 self._maybe_evaluate()
@@ -204,6 +207,12 @@ class OnlineActor(threading.Thread):
             self.policy.set_params(head_params=published.params)
             self.version, self.incarnation = published.version, published.incarnation
 
+    def _report_stats(self) -> None:
+        """The collection figures the writer sends with its progress (the learner reports them per actor)."""
+        self.writer.stats = CollectionStats(env_steps=self.total_steps, run_steps=self.steps_done,
+                                            episodes=self.episodes, intervention_steps=self.intervention_steps,
+                                            run_s=time.monotonic() - self.started)
+
     def _maybe_evaluate(self) -> None:
         if self.next_eval is None or self.total_steps < self.next_eval or self.stop.is_set():
             return
@@ -246,6 +255,8 @@ class OnlineActor(threading.Thread):
             builder.add(executed, outcome.reward, observation, terminated=terminated, intervention=intervened,
                         policy_version=self.version)
             self.steps_done += 1
+            self.intervention_steps += intervened
+            self._report_stats()
             self._refresh_params()  # new parameters apply from the next step on
             action = self.policy.act(observation)  # also embeds the new observation
             if terminated or truncated or self.stop.is_set():
@@ -260,6 +271,7 @@ class OnlineActor(threading.Thread):
         if success:
             self.probe.add_episode(steps)
         self.episodes += 1
+        self._report_stats()
         self.record.add_episode(EpisodeStats(
             index=self.record.episodes_before + self.episodes, length=builder.num_transitions, success=success,
             intervention_steps=int(info.get("intervention_steps", 0)),

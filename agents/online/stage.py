@@ -35,7 +35,8 @@ from vlarft.agents.plots import online_report
 from vlarft.datasets.raw_episodes import recorded_transitions
 from vlarft.datasets.reader import dataset_spec
 from vlarft.datasets.replay import connect
-from vlarft.datasets.replay.reliable import ReliableWriter
+from vlarft.datasets.replay.reliable import ReliableWriter, read_progress
+from vlarft.datasets.replay.slots import SlotClaim, slot_count
 from vlarft.datasets.replay.tables import exposure_notice
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.robot_io.intervention import InterventionWrapper
@@ -60,10 +61,12 @@ def run_online(options: training.StageOptions, config: AgentConfig, loss: LossCo
         raise training.ConfigMismatchError(f"{options.init_from} holds a {export.meta.get('stage')!r} policy; "
                                            f"--init_from must be an offline (Cal-ConRFT) workdir")
     config = training.with_backbone_of(config, export)
+    if online.max_actors < 1:
+        raise ValueError(f"--actor_slots={online.max_actors}: a learner needs at least one actor slot")
+    if online.role == "actor":  # its slot is checked against the learner's --actor_slots
+        return _run_actor_role(options, config, loss, export, start)
     if not 0 <= online.actor_index < online.max_actors:
         raise ValueError(f"--actor_index={online.actor_index} outside 0..{online.max_actors - 1}")
-    if online.role == "actor":
-        return _run_actor_role(options, config, loss, export, start)
     return _run_learner_side(options, config, loss, export, start)
 
 
@@ -98,7 +101,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
             builder.load_demos(server, dataset_dir, options.show_progress)
         learner = builder.make_learner()
         demo_only = builder.make_iterator(server.address, demo_only=True)
-        state = learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only))
+        state = builder.parallel.replicate(learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only)))
         demo_only.close()
         offline = Checkpointer(Path(options.init_from) / "checkpoints")
         offline_state, _ = offline.restore(state)
@@ -109,6 +112,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         else:
             gate = _check_offline_policy(options, config, learner, builder, export, offline_state, spec)
             state = learner.reset_optimizers(offline_state) if online.reset_optimizer else offline_state
+            state = builder.parallel.replicate(state)
         first_step = int(state.step)
         store = ReverbParameterStore(server.client, state.head_params, online.max_actors, secret=secret)
         restored = _restored_publication(store)  # a restored replay checkpoint: keep its durable watermarks
@@ -165,7 +169,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
                       {**meta, "cameras": list(export.cameras), "learner_step": int(state.step)})
         replay = builder.replay_config()
         replay_sizes = {name: _table_size(server, name) for name in (replay.online_table, replay.demo_table)}
-        extra = {"non_finite_dropped": batches.dropped_non_finite}
+        extra = {"non_finite_dropped": batches.dropped_non_finite,
+                 "actors": actor_figures(server.client, online.max_actors)}
         if actor is not None:
             extra = {**extra, "parameters_refused": actor.poller.rejected,
                      "replay_items_written": actor.writer.items_written, "env_steps_collected": actor.steps_done,
@@ -178,6 +183,11 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         server.stop()
         checkpointer.close()
     reports = online_report(options.workdir, Path(options.workdir) / "report")
+    for index, figures in extra["actors"].items():  # one line per actor on stderr; all figures in the JSON
+        print(f"actor {index}: {figures.get('run_steps', '?')} env steps this run ({figures.get('env_steps', '?')} in "
+              f"all), {figures.get('episodes', '?')} episodes, {figures.get('intervention_steps', '?')} intervention "
+              f"steps, {figures.get('steps_per_s', float('nan')):.1f} steps/s, "
+              f"{'finished' if figures['finished'] else 'not finished'}", file=sys.stderr, flush=True)
     updates = loop.updates * loss.critic_actor_ratio
     return {**final, **record.summary(), **extra, "gate": gate, "replay_sizes": replay_sizes,
             "policy_version": int(state.step),
@@ -218,6 +228,17 @@ def _every(period_s: float, check):
     return throttled
 
 
+def actor_figures(client, slots: int) -> dict[str, dict]:
+    """Per actor slot that reported: acknowledged records, finished, and its collection figures
+    (env steps, episodes, intervention steps, steps/s of its current process)."""
+    figures = {}
+    for index, progress in enumerate(read_progress(client, slots)):
+        if progress is not None:
+            stats = progress.stats.as_dict() if progress.stats is not None else {}
+            figures[str(index)] = {"acknowledged": progress.acknowledged, "finished": progress.finished, **stats}
+    return figures
+
+
 def _success_q(learner, offline_state, state, probe: SuccessProbe) -> dict:
     """Mean Q of the successful online episodes' transitions: offline critic vs online critic."""
     batch = probe.batch()
@@ -243,9 +264,10 @@ def _table_size(server, table: str) -> int:
 
 
 def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: EpisodeSpec, address, client, record,
-               stop, first_step, env_factory, secret: bytes) -> OnlineActor:
+               stop, first_step, env_factory, secret: bytes, first_record: int = 0) -> OnlineActor:
     """The online actor: env + human device behind the intervention wrapper, policy, reliable
-    replay writer, parameter store (publications verified with `secret`) and periodic evaluation."""
+    replay writer (its records numbered from `first_record`), parameter store (publications
+    verified with `secret`) and periodic evaluation."""
     online = config.online
     if env_factory is None:
         raise training.ConfigMismatchError("the online actor needs a robot: pass --env (e.g. --env=franka:<task>); "
@@ -275,10 +297,11 @@ def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: Episo
                                         video_dir=os.path.join(options.workdir, "videos"))
     writer = ReliableWriter(address, builder.make_transition_writer, actor_index=online.actor_index,
                             watermark=watermark, client=client, retry_every_s=online.retry_every_s,
-                            stop=stop.is_set)
+                            stop=stop.is_set, first_record=first_record)
     return OnlineActor(make_env=make_actor_env, policy=policy, writer=writer, store=store,
                        episode_dir=str(episode_dir), spec=raw_spec, env_steps=max(0, online.env_steps - done_before),
-                       steps_before=done_before, seed=config.train.seed + 50_000 + first_step + done_before,
+                       steps_before=done_before,
+                       seed=config.train.seed + 50_000 + 1_000_003 * online.actor_index + first_step + done_before,
                        record=record, stop=stop, evaluation=evaluation, actor_index=online.actor_index,
                        operator=online.teleop, wait_durable=online.role == "actor")
 
@@ -294,11 +317,27 @@ def _run_actor_role(options, config: AgentConfig, loss: LossConfig, export: Poli
                        action_dim=meta_spec["action_dim"], embedding_dim=export.config.backbone.width)
     options = dataclasses.replace(options, env=_env_name(options, export))
     client = connect(online.replay_address, timeout_s=60.0)
+    online = dataclasses.replace(online, max_actors=slot_count(client))  # the learner's --actor_slots
+    config = dataclasses.replace(config, online=online)
+    claim = SlotClaim(online.replay_address, online.actor_index, lease_s=online.slot_lease_s).acquire(client)
+    try:
+        return _act(options, config, loss, export, spec, client, secret, start)
+    finally:
+        claim.release()
+
+
+def _act(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, spec: EpisodeSpec, client,
+         secret: bytes, start: float) -> dict:
+    """The actor role on its claimed slot: numbering goes on from the slot's acknowledged records
+    (a restarted actor's earlier steps are on the server)."""
+    online = config.online
+    earlier = read_progress(client, online.max_actors)[online.actor_index]
     builder = ConRFTBuilder(config, loss, spec, export, online=True)
     record = OnlineRecord(options.workdir)
     stop = threading.Event()
     actor = make_actor(options, config, builder, spec, online.replay_address, client, record, stop, 0,
-                       training.eval_env_factory(options, spec), secret)
+                       training.eval_env_factory(options, spec), secret,
+                       first_record=earlier.acknowledged if earlier is not None else 0)
     log = TrainingLog(options.workdir, online.env_steps, actor.steps_before, "online env steps", options.show_progress)
     actor.start()
     try:

@@ -55,6 +55,26 @@ class ActorProgress:
     acknowledged: int  # records the server acknowledged
     finished: bool  # the actor has collected all its steps
     incarnation: int  # of the learner the actor had synchronised with when it wrote this
+    stats: CollectionStats | None = None  # what the actor reports about its collection
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionStats:
+    """An actor's collection figures, sent with its progress (`ReliableWriter.stats`)."""
+
+    env_steps: int = 0  # env steps in all (a restarted actor's earlier runs included)
+    run_steps: int = 0  # env steps of the actor's current process
+    episodes: int = 0  # episodes of the current process
+    intervention_steps: int = 0  # steps a human drove, current process
+    run_s: float = 0.0  # seconds the current process has been collecting
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.run_steps / self.run_s if self.run_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "steps_per_s": self.steps_per_s,
+                "intervention_rate": self.intervention_steps / max(self.run_steps, 1)}
 
 
 def read_progress(client: reverb.Client, max_actors: int) -> list[ActorProgress | None]:
@@ -67,7 +87,8 @@ def read_progress(client: reverb.Client, max_actors: int) -> list[ActorProgress 
             out.append(None)
             continue
         data = next(iter(client.sample(name, num_samples=1)))[0].data
-        out.append(ActorProgress(int(data[0]), bool(data[1]), int(data[2])))
+        stats = CollectionStats(*(int(x) for x in data[3:7]), float(data[7])) if len(data) >= 8 else None
+        out.append(ActorProgress(int(data[0]), bool(data[1]), int(data[2]), stats))
     return out
 
 
@@ -92,19 +113,22 @@ class ReliableWriter:
       stop: () -> True once the actor shuts down; waiting for an acknowledgement then gives up.
       max_journal: records kept at most; beyond it the oldest are dropped with a warning (they
         were not known durable: a long outage loses them if the server then restarts).
+      first_record: the index of this writer's first record: the slot's acknowledged count when an
+        actor restarts on its slot (its earlier records are on the server; numbering goes on).
     """
 
     def __init__(self, address: str, make_writer: Callable[[reverb.Client], Any], *, actor_index: int = 0,
                  watermark: Callable[[reverb.Client], int | None] = lambda client: None, client: reverb.Client | None = None,
                  retry_every_s: float = 2.0, ack_timeout_s: float = 1.0, max_journal: int = 200_000,
-                 stop: Callable[[], bool] = lambda: False):
+                 stop: Callable[[], bool] = lambda: False, first_record: int = 0):
         self.address, self.make_writer, self.actor_index = address, make_writer, actor_index
         self.watermark, self.retry_every_s, self.max_journal = watermark, retry_every_s, max_journal
         self.ack_timeout_s, self.stop = ack_timeout_s, stop
         self.progress_table = progress_table_name(actor_index)
         self.journal: list[_Record] = []
-        self.base = 0  # global index of journal[0]
-        self.acknowledged = 0  # records the (current) server acknowledged
+        self.base = first_record  # global index of journal[0]
+        self.acknowledged = first_record  # records the (current) server acknowledged
+        self.stats = CollectionStats()  # sent with every progress write
         self.resent, self.reconnects, self.dropped = 0, 0, 0
         self.client = client or connect(address, timeout_s=30.0)
         self.writer = self.make_writer(self.client)
@@ -196,7 +220,10 @@ class ReliableWriter:
 
     def _record_progress(self) -> None:
         self.acknowledged = self.records
-        self.client.insert([np.int64(self.acknowledged), np.int64(self._finished), np.int64(self.incarnation)],
+        stats = self.stats
+        self.client.insert([np.int64(self.acknowledged), np.int64(self._finished), np.int64(self.incarnation),
+                            *(np.int64(x) for x in (stats.env_steps, stats.run_steps, stats.episodes,
+                                                    stats.intervention_steps)), np.float64(stats.run_s)],
                            {self.progress_table: 1.0})
 
     def _drop_connection(self) -> None:
