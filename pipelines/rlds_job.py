@@ -169,6 +169,7 @@ def _finalize(work_dir: Path, config: rlds_writer.WriteConfig, dead: list[dict])
     """Numbers the written shards contiguously and writes the TFDS metadata."""
     import tensorflow_datasets as tfds
 
+    shutil.rmtree(work_dir / rlds_writer.SPILL_DIR, ignore_errors=True)  # every shard is written
     plan = json.loads((work_dir / rlds_writer.PLAN_FILE).read_text())
     split_infos, episodes = [], {}
     for split in rlds_writer.SPLITS:

@@ -11,7 +11,10 @@ GroupByKey, which every runner has:
 
 The plan step (tiny data: ids, action/state arrays) picks the validation episodes, writes the
 statistics and dead letters, and tells every bucket which of its episodes go to which split.
-Each episode's serialized bytes cross the shuffle once. Everything is ordered by episode id,
+Each episode's serialized bytes are spilled to a file under the work directory (`SPILL_DIR`) by
+the worker that read it, and only its name crosses the shuffle: a bucket's writer holds one
+episode at a time, so a worker's memory does not grow with the dataset (a cluster's workers share
+the output file system anyway). Everything is ordered by episode id,
 so the same inputs give byte-identical files on any runner. The driver then numbers the shards
 contiguously and writes TFDS metadata with `tfds.folder_dataset.write_metadata`.
 """
@@ -36,6 +39,7 @@ EpisodeReader = Callable[[str], Iterator["Episode | DeadLetter"]]
 
 SPLITS = ("train", "validation")
 PLAN_FILE = "plan.json"
+SPILL_DIR = ".episodes"  # serialized episodes between the reading and the shard-writing workers
 DEAD_LETTER_FILE = "dead_letters.jsonl"
 
 
@@ -82,7 +86,7 @@ episode_read_hook: Callable[[], None] | None = None
 
 class ReadAndSerialize(beam.DoFn):
     """file -> (PLAN, (None, ("summary", summary) | ("dead", DeadLetter))) for the planner and
-    (DATA, (bucket, ("episode", (id, file, bytes)))) for the episode's bucket. (Routed by a tag in
+    (DATA, (bucket, ("episode", (id, file, spill file)))) for the episode's bucket. (Routed by a tag in
     the element, not Beam's tagged outputs, which the Dask runner does not keep apart.)"""
 
     PLAN, DATA = "plan", "data"
@@ -112,7 +116,24 @@ class ReadAndSerialize(beam.DoFn):
             if episode_read_hook is not None:
                 episode_read_hook()
             yield self.PLAN, (None, ("summary", summary))
-            yield self.DATA, (stable_hash(eid) % self.config.num_buckets, ("episode", (eid, path, data)))
+            spilled = spill(self.config.work_dir, eid, path, data)
+            yield self.DATA, (stable_hash(eid) % self.config.num_buckets, ("episode", (eid, path, spilled)))
+
+
+def spill(work_dir: str, eid: str, path: str, data: bytes) -> str:
+    """Writes one serialized episode to its spill file (atomically: a retried bundle rewrites the
+    same bytes under the same name) and returns the file's name."""
+    import tensorflow as tf
+
+    folder = os.path.join(work_dir, SPILL_DIR)
+    tf.io.gfile.makedirs(folder)
+    name = hashlib.sha256("\0".join((eid, path)).encode()).hexdigest()
+    final = os.path.join(folder, f"{name}.record")
+    tmp = f"{final}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(tmp, final, overwrite=True)
+    return final
 
 
 def choose_validation(episode_ids: list[str], fraction: float) -> set[str]:
@@ -187,18 +208,19 @@ class WriteBucket(beam.DoFn):
         if len(plans) != 1:
             raise RuntimeError(f"bucket {bucket}: expected one plan, got {len(plans)}")
         plan = plans[0]
-        episodes = sorted((eid, path, data) for kind, (eid, path, data) in
+        episodes = sorted((eid, path, spilled) for kind, (eid, path, spilled) in
                           ((k, p) for k, p in items if k == "episode"))
         for split in SPLITS:
-            records = [data for eid, path, data in episodes if plan.get((eid, path)) == split]
+            records = [spilled for eid, path, spilled in episodes if plan.get((eid, path)) == split]
             if not records:
                 continue
             final = os.path.join(self.config.work_dir, shard_name(
                 self.config.dataset, split, bucket, self.config.num_buckets))
             tmp = final + ".tmp"
             with tf.io.TFRecordWriter(tmp) as writer:
-                for record in records:
-                    writer.write(record)
+                for spilled in records:  # one episode in memory at a time
+                    with tf.io.gfile.GFile(spilled, "rb") as f:
+                        writer.write(f.read())
             tf.io.gfile.rename(tmp, final, overwrite=True)
             yield split, bucket, len(records)
 
