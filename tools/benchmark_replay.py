@@ -7,14 +7,17 @@ Usage: python tools/benchmark_replay.py [--batch 256] [--transitions 20000] [--b
                                         [--rounds 5] [--embedding 384] [--state 19] [--image_size 64]
 
 The two take turns (interleaved rounds), so a loaded machine slows both alike; the last line is
-the JSON figures (`make bench`): the ratio, and with cameras Reverb's memory (RSS growth while
-inserting) per byte of stored frames.
+the JSON figures (`make bench`): the ratio, and with cameras Reverb's memory per byte of stored
+frames (measured on a server in a child process: the growth of its RSS while the frames go in;
+the speed is measured on a server in this process, as the learner runs it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
 import statistics
 import time
@@ -22,7 +25,7 @@ import time
 import jax
 import numpy as np
 
-from vlarft.datasets.replay import (ReplayConfig, ReplayServer, TransitionWriter,
+from vlarft.datasets.replay import (ReplayConfig, ReplayServer, TransitionWriter, connect,
                                     make_batch_iterator, transition_signature)
 from vlarft.datasets.schema import EpisodeSpec
 
@@ -70,10 +73,31 @@ class NumpyRingBuffer:
         return jax.tree_util.tree_map(lambda x: x[index], self.data)
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process (the Reverb server runs in it)."""
-    with open("/proc/self/statm") as f:
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process."""
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def serve(config: ReplayConfig, signature, ports, stop) -> None:
+    """A replay server in its own process (so its memory is Reverb's alone) until `stop` is set."""
+    with ReplayServer.from_config(config, signature) as server:
+        ports.put(server.port)
+        stop.wait()
+
+
+@contextlib.contextmanager
+def server_process(config: ReplayConfig, signature):
+    """(address, pid) of a replay server run by a child process."""
+    context = multiprocessing.get_context("spawn")
+    ports, stop = context.Queue(), context.Event()
+    child = context.Process(target=serve, args=(config, signature, ports, stop), daemon=True)
+    child.start()
+    try:
+        yield f"localhost:{ports.get(timeout=120)}", child.pid
+    finally:
+        stop.set()
+        child.join(timeout=30)
 
 
 def interleaved_rates(sources: dict, rounds: int, per_round: int, warmup: int = 5) -> dict[str, list[float]]:
@@ -113,16 +137,22 @@ def main(argv=None) -> int:
     ring = NumpyRingBuffer(args.transitions, transitions_of(episode(0), keys))
     rng = np.random.default_rng(0)
 
-    with ReplayServer.from_config(config, transition_signature(spec, keys)) as server:
-        rss_before, start, frame_bytes = rss_bytes(), time.perf_counter(), 0
-        with TransitionWriter(server.client, config.demo_table) as writer:
-            for i in range(count):  # generated one at a time: the RSS growth is Reverb's storage
+    signature = transition_signature(spec, keys)
+    with server_process(config, signature) as (address, pid):  # Reverb's own memory, alone in a process
+        rss_before, frame_bytes = rss_bytes(pid), 0
+        with TransitionWriter(connect(address), config.demo_table) as writer:
+            for i in range(count):  # generated one at a time
                 steps = episode(i)
                 writer.write_episode(steps, keys, np.zeros(args.episode_length, np.float32))
                 frame_bytes += sum(x.nbytes for x in jax.tree_util.tree_leaves(
                     (steps["embedding"], {k: v for k, v in steps["observation"].items() if k in keys})))
+        reverb_bytes = rss_bytes(pid) - rss_before
+    with ReplayServer.from_config(config, signature) as server:  # in the learner's process, as in the stages
+        start = time.perf_counter()
+        with TransitionWriter(server.client, config.demo_table) as writer:
+            for i in range(count):
+                writer.write_episode(episode(i), keys, np.zeros(args.episode_length, np.float32))
         insert_rate = count * args.episode_length / (time.perf_counter() - start)
-        reverb_bytes = rss_bytes() - rss_before
         for i in range(count):
             ring.add(transitions_of(episode(i), keys))
         with make_batch_iterator(server.address, {config.demo_table: args.batch}) as batches:
