@@ -1,4 +1,5 @@
-"""k learner steps in one scanned call (`Learner.steps`) equal k calls of `Learner.step`."""
+"""The learner's fast paths: k scanned steps == k sequential steps; the critic's split first layer == the
+Dense of the concatenation."""
 
 import dataclasses
 
@@ -7,6 +8,7 @@ import numpy as np
 
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
+from vlarft.agents.networks import Critic
 
 A, S, E = 7, 19, 16
 ROWS = (3, 5)  # rows per batch from each of two source tables (online first)
@@ -54,3 +56,26 @@ def test_scanned_steps_equal_sequential_steps():
     changed = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(scanned.critic_params),
                                                       jax.tree_util.tree_leaves(state.critic_params))]
     assert all(changed)  # the steps did update every critic leaf
+
+
+def test_critic_equals_the_mlp_on_the_concatenated_input():
+    config = dataclasses.replace(get_config("tiny").critic, hidden=(16, 8))
+    critic = Critic(config, ())
+    rng = np.random.default_rng(2)
+    obs = {"embedding": rng.normal(size=(4, E)).astype(np.float32), "state": rng.normal(size=(4, S)).astype(np.float32)}
+    actions = rng.uniform(-1, 1, (4, 3, A)).astype(np.float32)
+    params = critic.init(jax.random.PRNGKey(0), obs, actions)["params"]
+    q = np.asarray(critic.apply({"params": params}, obs, actions))
+    assert q.shape == (2, 4, 3)
+    features = np.asarray(critic.apply({"params": params}, obs, method="encode"))
+    x = np.concatenate([np.broadcast_to(features[:, None], (4, 3, features.shape[-1])), actions], axis=-1)
+    for k in range(2):  # by hand: Dense -> LayerNorm -> tanh per hidden size, then Dense(1)
+        member = jax.tree_util.tree_map(lambda p: np.asarray(p[k]), params["ensemble"])
+        h = x
+        for i in range(2):
+            dense, norm = member["mlp"][f"Dense_{i}"], member["mlp"][f"LayerNorm_{i}"]
+            h = h @ dense["kernel"] + dense["bias"]
+            h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
+            h = np.tanh(h * norm["scale"] + norm["bias"])
+        want = (h @ member["q"]["kernel"] + member["q"]["bias"])[..., 0]
+        np.testing.assert_allclose(q[k], want, rtol=1e-4, atol=1e-5)
