@@ -88,10 +88,11 @@ class ConRFTBuilder:
                                     observation_keys=self.observation_keys, return_config=self.config.returns,
                                     progress=progress)
 
-    def make_iterator(self, address: str, *, demo_only: bool = False, rate_limiter_timeout_ms: int = -1):
-        """Learner items: each holds one learner step's `critic_actor_ratio` batches, every batch
-        `online_fraction` online rows and the rest demo rows (`Learner.step` splits them), placed
-        with their rows sharded over the learner's devices (`parallel`)."""
+    def make_iterator(self, address: str, *, demo_only: bool = False, rate_limiter_timeout_ms: int = -1,
+                      steps: int = 1):
+        """Learner items: each holds `steps` learner steps' `critic_actor_ratio` batches, every
+        batch `online_fraction` online rows and the rest demo rows (`Learner.step` / `Learner.steps`
+        split them), placed with their rows sharded over the learner's devices (`parallel`)."""
         from vlarft.datasets.replay import make_batch_iterator
 
         counts = self.rows_per_source()
@@ -99,7 +100,8 @@ class ConRFTBuilder:
             counts = {self.replay_config().demo_table: self.config.train.batch_size}
         per_step = {table: rows * self.loss.critic_actor_ratio for table, rows in counts.items()}
         self.parallel.check_rows(sum(per_step.values()))
-        return make_batch_iterator(address, per_step, self.signature(), device=self.parallel.rows,
+        per_item = {table: rows * steps for table, rows in per_step.items()}
+        return make_batch_iterator(address, per_item, self.signature(), device=self.parallel.rows,
                                    rate_limiter_timeout_ms=rate_limiter_timeout_ms)
 
     def make_transition_writer(self, client):

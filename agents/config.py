@@ -241,6 +241,10 @@ class TrainConfig:
     devices: str = ""
 
 
+# Online learner steps per jitted call: measured by tools/benchmark_online.py (WORKSPACE.md, "Speed (#11)").
+STEPS_PER_DISPATCH = 4
+
+
 @dataclasses.dataclass(frozen=True)
 class OnlineConfig:
     """The online stage (HIL-ConRFT): replay mixing and pacing, warm-up, actor, evaluation, roles.
@@ -283,6 +287,11 @@ class OnlineConfig:
       retry_every_s: seconds between an actor's reconnection attempts to a dead replay server.
       params_secret_file: role actor: a copy of the learner's `<workdir>/params_secret`, the key
         that authenticates its parameter publications (`agents/parameters.py`).
+      steps_per_dispatch: learner steps the online learner runs per jitted call (`Learner.steps`,
+        `lax.scan` over one sampled item of that many steps' rows): the Python dispatch, the
+        host->device copy and the metrics read-back are paid once per call (STEPS_PER_DISPATCH).
+        Publishing, logging and checkpoints happen between calls; the actor side of the UTD
+        pacing is unchanged (the limiter counts samples, not calls).
     """
 
     online_fraction: float = 0.5
@@ -307,9 +316,11 @@ class OnlineConfig:
     slot_lease_s: float = 5.0
     retry_every_s: float = 2.0
     params_secret_file: str = ""
+    steps_per_dispatch: int = STEPS_PER_DISPATCH
 
     BOOKKEEPING = ("gate", "gate_episodes", "env_steps", "teleop", "publish_every", "eval_every", "eval_episodes", "role", "replay_address",
-                   "replay_port", "actor_index", "max_actors", "slot_lease_s", "retry_every_s", "params_secret_file")
+                   "replay_port", "actor_index", "max_actors", "slot_lease_s", "retry_every_s", "params_secret_file",
+                   "steps_per_dispatch")
 
     def actor_lead(self, env: str) -> int:
         """Env steps the actor may run ahead of the learner's budget on `env` (0: unlimited)."""

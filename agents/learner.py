@@ -3,7 +3,8 @@
 One learner step = `critic_actor_ratio` updates on fresh batches: critic-only updates first, then
 one joint critic + actor update (the reference's cta_ratio = 2). The step's batches arrive as one
 item of `critic_actor_ratio` x batch_size rows (`ConRFTBuilder.make_iterator`), so a step is one
-host->device transfer and one jitted call. Losses come from `agents/losses.py` (Cal-QL critic when `cql_alpha > 0`, TD otherwise;
+host->device transfer and one jitted call; `Learner.steps` runs k steps per call (`lax.scan` over
+one item of k steps' rows, `OnlineConfig.steps_per_dispatch`). Losses come from `agents/losses.py` (Cal-QL critic when `cql_alpha > 0`, TD otherwise;
 actor = beta BC + eta (-Q)). The actor reads cached backbone embeddings + proprio, so a learner
 step never runs the backbone.
 """
@@ -93,6 +94,23 @@ def split_rows(item: Mapping, parts: int, rows_per_source: tuple[int, ...]) -> l
     return [take(i) for i in range(parts)]
 
 
+def stack_steps(item: Mapping, steps: int, rows_per_source: tuple[int, ...]) -> Mapping:
+    """An item of `steps` learner steps' rows -> those rows stacked on a new leading axis.
+
+    Like `split_rows` one level up: source j's block holds `steps` x rows_per_source[j] rows (the
+    rows of one learner step per source, all its batches); step i takes the i-th slice of every
+    block, so each step's item has the layout `split_rows` reads. Static reshapes: jit-able.
+    """
+    def stack(x):
+        blocks, offset = [], 0
+        for rows in rows_per_source:
+            blocks.append(x[offset:offset + steps * rows].reshape((steps, rows) + x.shape[1:]))
+            offset += steps * rows
+        return jnp.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+
+    return jax.tree_util.tree_map(stack, item)
+
+
 class Learner:
     """Builds, initialises and updates a `LearnerState` for one stage's loss weights."""
 
@@ -115,6 +133,7 @@ class Learner:
         self.updates_per_step = loss.critic_actor_ratio
         self._steps = {update_actor: jax.jit(functools.partial(self._step, update_actor=update_actor))
                        for update_actor in (False, True)}
+        self._scans = {}  # (steps, update_actor) -> jitted `_scan`
         self._eval_actions = jax.jit(lambda params, embedding, state: sample_actions(
             self.head.apply, params, embedding, state, None, config.head, action_dim, deterministic=True))
 
@@ -147,6 +166,25 @@ class Learner:
         state, metrics = self._steps[bool(update_actor)](state, item)
         weights = {"bc_weight": self.loss.bc_weight, "q_weight": self.loss.q_weight, "cql_alpha": self.loss.cql_alpha}
         return state, {**metrics, **weights}
+
+    def steps(self, state: LearnerState, item: Mapping, steps: int,
+              update_actor: bool = True) -> tuple[LearnerState, dict]:
+        """`steps` learner steps in one jitted call (`jax.lax.scan`), on one item holding their
+        rows (`stack_steps`: per source table, `steps` x updates_per_step x rows): one dispatch and
+        one host->device transfer for all. Equal to `steps` calls of `step` on the per-step items
+        (to float rounding; tests/test_agent_learner.py). Metrics: the last step's."""
+        key = (int(steps), bool(update_actor))
+        if key not in self._scans:
+            self._scans[key] = jax.jit(functools.partial(self._scan, steps=key[0], update_actor=key[1]))
+        state, metrics = self._scans[key](state, item)
+        weights = {"bc_weight": self.loss.bc_weight, "q_weight": self.loss.q_weight, "cql_alpha": self.loss.cql_alpha}
+        return state, {**metrics, **weights}
+
+    def _scan(self, state: LearnerState, item: Mapping, steps: int, update_actor: bool) -> tuple[LearnerState, dict]:
+        rows = tuple(r * self.updates_per_step for r in self.rows_per_source)
+        state, metrics = jax.lax.scan(lambda s, step_item: self._step(s, step_item, update_actor), state,
+                                      stack_steps(item, steps, rows))
+        return state, jax.tree_util.tree_map(lambda m: m[-1], metrics)
 
     def _step(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:
         metrics = {}

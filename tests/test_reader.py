@@ -20,6 +20,7 @@ from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.raw_episodes import write_raw_episode
 from vlarft.datasets.replay.returns import episode_returns
 from vlarft.datasets.replay.rlds_loader import load_rlds_into_table
+from vlarft.datasets.replay.packing import layout_of_stored
 from vlarft.datasets.replay.tables import ReplayConfig, make_tables, transition_signature
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.pipelines.convert_demos import convert
@@ -87,8 +88,10 @@ def test_reverb_items_equal_the_rlds_transitions(dataset):
     try:
         client = reverb.Client(f"localhost:{server.port}")
         stats = load_rlds_into_table(dataset, "train", client, "demo", observation_keys=keys, progress=False)
-        items = [sample.data for sample in client.sample("demo", stats["transitions"], emit_timesteps=False,
-                                                         unpack_as_table_signature=True)]
+        layout = layout_of_stored(client.server_info()["demo"].signature)  # items are stored packed
+        items = [layout.unpack(sample.data) for sample in client.sample("demo", stats["transitions"],
+                                                                        emit_timesteps=False,
+                                                                        unpack_as_table_signature=True)]
         # every distinct transition, identified by its action, equals the rlds pairing
         by_action = {item["action"].tobytes(): item for item in items}
         expected = [t for episode in reader.episode_dataset(dataset, "train")

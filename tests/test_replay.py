@@ -20,6 +20,9 @@ from vlarft.datasets.replay import (ReplayConfig, ReplayError, ReplayServer, Tra
                                     connect, episode_returns, load_rlds_into_table,
                                     make_batch_iterator, mixed_counts, monte_carlo_returns,
                                     route_by_intervention, transition_signature)
+from vlarft.datasets.replay.packing import StepLayout, layout_of_stored, transition_of_stored
+from vlarft.datasets.replay.tables import signature_difference
+from vlarft.datasets.replay.writer import rlds_steps
 from vlarft.datasets.schema import EpisodeSpec, validate_episode
 from vlarft.pipelines.convert_demos import convert
 
@@ -73,8 +76,9 @@ def expected_transitions(steps, keys, returns):
 def sample_all(client, table, count, limit=3000):
     """Samples uniformly until every one of the table's `count` items has been seen."""
     seen = {}
+    layout = layout_of_stored(client.server_info()[table].signature)  # items are stored packed
     for sample in client.sample(table, limit, emit_timesteps=False, unpack_as_table_signature=True):
-        seen[int(sample.info.key)] = sample.data
+        seen[int(sample.info.key)] = layout.unpack(sample.data)
         if len(seen) == count:
             return list(seen.values())
     raise AssertionError(f"saw {len(seen)} of {count} items of {table!r} in {limit} samples")
@@ -271,7 +275,6 @@ def test_reliable_writer_resends_what_a_restored_server_lacks(tmp_path):
 
     from vlarft.datasets.replay import make_tables
     from vlarft.datasets.replay.reliable import ReliableWriter, progress_tables, read_progress
-    from vlarft.datasets.replay.writer import rlds_steps
 
     keys, port = ("state",), free_port()
     config = ReplayConfig(observation_keys=keys, min_size_online=1, samples_per_insert=1000.0)
@@ -402,3 +405,25 @@ def test_cli_serves_and_checkpoints_on_sigterm(dataset_dir, tmp_path):
     config = ReplayConfig(observation_keys=("embedding", "state"), min_size_online=1)
     with ReplayServer.from_config(config, signature, checkpoint_dir=tmp_path / "ckpt") as restored:
         assert restored.client.server_info()["online"].current_size == stats["transitions"]
+
+
+def test_packed_layout_round_trips_a_transition():
+    keys = ("embedding", "image_front", "state")
+    signature = transition_signature(EMB_SPEC, keys)
+    layout = StepLayout.of_signature(signature)
+    assert StepLayout.of_name(layout.name) == layout
+    assert layout.width == EMB_SPEC.embedding_dim + 19 + 7 + 4  # embedding, state, action, 4 scalars
+    assert set(layout.stored_signature()["columns"]) == {"image_front"}
+    assert signature_difference(layout.transition_signature(), signature) is None
+    assert transition_of_stored(layout.stored_signature()) == layout.transition_signature()
+    steps = embedded_episode(0)["steps"]
+    returns = np.arange(len(steps["action"]), dtype=np.float32)
+    packed = [layout.pack_step(step) for step in rlds_steps(steps, keys, returns[:-1])]
+    item = {"packed": np.stack([packed[2]["packed"], packed[3]["packed"]]),
+            "columns": {"image_front": np.stack([p["columns"]["image_front"] for p in packed[2:4]])}}
+    want = expected_transitions(steps, keys, returns)[2]
+    got = layout.unpack(item)
+    assert got["intervention"].dtype == bool
+    assert_same_transition(got, want)
+    batched = layout.unpack(jax.tree_util.tree_map(lambda x: np.stack([x, x]), item))  # leading batch axis
+    np.testing.assert_array_equal(batched["next_observation"]["embedding"][1], want["next_observation"]["embedding"])

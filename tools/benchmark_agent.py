@@ -1,11 +1,15 @@
 """Benchmark the agent: learner updates/s and action latency. Prints figures, asserts nothing.
 
     python tools/benchmark_agent.py [--configs=tiny,small] [--batch_size=256] [--image_size=64]
-                                      [--parts=learner,latency,octo] [--cores=N]
+                                      [--parts=learner,latency,octo] [--cores=N] [--steps_per_call=4]
+
+The last line is JSON {"figures": {name: {"value", "target"}}, "details": {...}} (`make bench`).
 
 * Learner updates/s (one update = one gradient step of the critic, plus the actor on every
   `critic_actor_ratio`-th) for each config, with the critic reading cached embeddings (the CPU
-  default) and with its own per-camera conv encoders on pixels; the ratio is printed.
+  default) and with its own per-camera conv encoders on pixels: one learner step per call and
+  `--steps_per_call` steps per call (`Learner.steps`, lax.scan), each also as GFLOP/s (XLA's count)
+  over the matmul limit measured in the same rounds (issue #11: >= 60% for the embedding critic).
 * Action latency through the acting policy (`ConRFTPolicy.act`, observation -> action): the
   backbone step by step (previous frame's keys/values cached) vs the whole window every step,
   one-step vs a 10-step head; and the head alone on a cached embedding. `--cores=1` measures
@@ -35,7 +39,7 @@ from vlarft.agents.learner import Learner
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, make_backbone, sample_actions, tokenize
 from vlarft.agents.octo_import import released_config
 from vlarft.agents.observation import StateNormalizer
-from vlarft.tools.benchmark_utils import median_ratio, timed
+from vlarft.tools.benchmark_utils import cost_gflop, interleaved, matmul_call, median_ratio, timed
 
 CAMERAS = ("front", "wrist")
 INSTRUCTION = "pick up the red cube"
@@ -56,22 +60,42 @@ def replay_like_batch(rng, batch: int, embedding: int, image_size: int, pixels: 
             "mc_return": jnp.zeros(batch, jnp.float32), "intervention": jnp.zeros(batch, bool)}
 
 
-def learner_updates_per_s(config_name: str, critic_input: str, batch: int, image_size: int, repeats: int) -> float:
+def learner_figures(config_name: str, critic_input: str, batch: int, image_size: int, repeats: int,
+                    steps_per_call: int, rounds: int = 3) -> dict:
+    """Updates/s of one learner step per call (`Learner.step`) and of `steps_per_call` steps per
+    call (`Learner.steps`, lax.scan), each with its GFLOP/s as a share of the matmul limit, all
+    measured in interleaved rounds (a change of the machine's load hits them alike)."""
     config = get_config(config_name)
     config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=critic_input))
     loss = loss_preset("paper", "offline")
     learner = Learner(config, loss, 7, CAMERAS, np.zeros(19), np.ones(19), rows_per_source=(batch,))
     rng = np.random.default_rng(0)
-    item = replay_like_batch(rng, batch * loss.critic_actor_ratio, config.backbone.width, image_size,
-                             critic_input == "pixels")
-    state = learner.init(jax.random.PRNGKey(0), item)
-    holder = {"state": state}
+    pixels = critic_input == "pixels"
+    item = replay_like_batch(rng, batch * loss.critic_actor_ratio, config.backbone.width, image_size, pixels)
+    scan_item = replay_like_batch(rng, batch * loss.critic_actor_ratio * steps_per_call, config.backbone.width,
+                                  image_size, pixels)
+    holder = {"state": learner.init(jax.random.PRNGKey(0), item)}
 
     def one_step():
         holder["state"], metrics = learner.step(holder["state"], item)
         return metrics
 
-    return loss.critic_actor_ratio / timed(one_step, repeats)
+    def scanned():
+        holder["state"], metrics = learner.steps(holder["state"], scan_item, steps_per_call)
+        return metrics
+
+    step_gflop = cost_gflop(learner._steps[True], holder["state"], item)
+    scan_gflop = step_gflop * steps_per_call  # the same steps (XLA's count of a loop body is per trip)
+    matmul, matmul_gflop = matmul_call()
+    s = interleaved({"matmul": matmul, "step": one_step, "scan": scanned}, rounds, repeats)
+    updates = loss.critic_actor_ratio
+    limit = [matmul_gflop / t for t in s["matmul"]]
+    return {"updates_per_s": statistics.median(updates / t for t in s["step"]),
+            "updates_per_s_scanned": statistics.median(updates * steps_per_call / t for t in s["scan"]),
+            "gflop_per_update": step_gflop / updates,
+            "share_of_matmul_limit": median_ratio([step_gflop / t for t in s["step"]], limit),
+            "share_of_matmul_limit_scanned": median_ratio([scan_gflop / t for t in s["scan"]], limit),
+            "matmul_limit_gflops": statistics.median(limit), "steps_per_call": steps_per_call}
 
 
 def action_latency(config_name: str, image_size: int, repeats: int) -> dict:
@@ -188,21 +212,33 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps_per_call", type=int, default=4, help="learner steps per scanned call")
     parser.add_argument("--parts", default="learner,latency", help="comma-separated: learner, latency, octo")
     parser.add_argument("--cores", type=int, default=0, help="> 0: run on this many cores (e.g. 1 for a robot PC's share)")
     args = parser.parse_args(argv)
     if args.cores:  # before JAX starts its CPU client, which sizes its thread pool from the affinity
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
     parts = args.parts.split(",")
-    report = {}
+    figures, details = {}, {}
     for name in args.configs.split(","):
-        report[name] = {}
         if "learner" in parts:
-            emb = learner_updates_per_s(name, "embedding", args.batch_size, args.image_size, args.repeats)
-            pix = learner_updates_per_s(name, "pixels", args.batch_size, args.image_size, max(1, args.repeats // 2))
-            print(f"[{name}] learner updates/s at batch {args.batch_size}: embedding critic {emb:8.2f} | "
-                  f"pixel critic ({args.image_size}px) {pix:8.2f} | ratio {emb / pix:6.1f}x")
-            report[name].update(updates_per_s_embedding_critic=emb, updates_per_s_pixel_critic=pix)
+            emb = learner_figures(name, "embedding", args.batch_size, args.image_size, args.repeats,
+                                  args.steps_per_call)
+            pix = learner_figures(name, "pixels", args.batch_size, args.image_size, 1, args.steps_per_call, rounds=2)
+            for kind, f in (("embedding critic", emb), (f"pixel critic ({args.image_size}px)", pix)):
+                print(f"[{name}] learner at batch {args.batch_size}, {kind}: {f['updates_per_s']:.2f} updates/s "
+                      f"({f['share_of_matmul_limit']:.0%} of the matmul limit, {f['gflop_per_update']:.2f} GFLOP/update) | "
+                      f"{f['steps_per_call']} steps per call (scan): {f['updates_per_s_scanned']:.2f} updates/s "
+                      f"({f['share_of_matmul_limit_scanned']:.0%}); matmul limit now {f['matmul_limit_gflops']:.0f} GFLOP/s")
+            details[name] = {"embedding_critic": emb, "pixel_critic": pix}
+            figures[f"learner_{name}_share_of_matmul_limit"] = {
+                "value": round(max(emb["share_of_matmul_limit"], emb["share_of_matmul_limit_scanned"]), 3),
+                "target": ">= 0.6"}
+            figures[f"learner_{name}_updates_per_s"] = {
+                "value": round(max(emb["updates_per_s"], emb["updates_per_s_scanned"]), 2), "target": None}
+            figures[f"learner_{name}_pixel_updates_per_s"] = {
+                "value": round(max(pix["updates_per_s"], pix["updates_per_s_scanned"]), 3),
+                "target": ">= 5" if name == "tiny" else None}
         if "latency" in parts:
             lat = action_latency(name, args.image_size, args.repeats * 4)
             print(f"[{name}] action latency on {len(os.sched_getaffinity(0))} core(s), observation -> action, median "
@@ -214,7 +250,9 @@ def main(argv=None) -> int:
                   f"({lat['whole_window_10step_cpu_ms']:.1f}); step by step with the caching after the action: "
                   f"{lat['step_by_step_1step_with_caching_ms']:.1f} ({lat['step_by_step_1step_with_caching_cpu_ms']:.1f}); "
                   f"head alone 1-step {lat['head_only_1step_ms']:.2f}, 10-step {lat['head_only_10step_ms']:.2f}")
-            report[name].update(lat)
+            details.setdefault(name, {})["latency"] = lat
+            figures[f"latency_{name}_step_by_step_cpu_ms"] = {"value": round(lat["step_by_step_1step_cpu_ms"], 2),
+                                                               "target": "<= 20" if name == "small" else None}
     if "octo" in parts:
         octo = octo_latency(args.repeats * 4)
         print(f"[octo] action latency, 256 + 128 px, median wall (CPU) ms: Octo-small whole window "
@@ -222,8 +260,8 @@ def main(argv=None) -> int:
               f"whole window {octo['vlarft_small_whole_window_ms']:.1f} ({octo['vlarft_small_whole_window_cpu_ms']:.1f}), "
               f"step by step {octo['vlarft_small_step_by_step_ms']:.1f} ({octo['vlarft_small_step_by_step_cpu_ms']:.1f}) | "
               f"Octo / ours whole window x{octo['octo_over_vlarft_whole_window']:.2f}")
-        report["octo"] = octo
-    print(json.dumps(report))
+        details["octo"] = octo
+    print(json.dumps({"figures": figures, "details": details}))
     return 0
 
 

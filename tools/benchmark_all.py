@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "devices": (["benchmark_devices.py"], ["benchmark_devices.py", "--configs=tiny", "--rounds=2"]),
     "latency": (["benchmark_agent.py", "--parts=latency", "--configs=small", "--cores=1"],
                 ["benchmark_agent.py", "--parts=latency", "--configs=tiny", "--cores=1"]),
-    "online": (["benchmark_online.py"], ["benchmark_online.py"]),
+    "online": (["benchmark_online.py"], ["benchmark_online.py", "--steps=12", "--rounds=1"]),
     "replay": (["benchmark_replay.py"], ["benchmark_replay.py", "--transitions=2000", "--batches=20"]),
     "replay_128px": (["benchmark_replay.py", "--image_size=128"],
                      ["benchmark_replay.py", "--image_size=128", "--transitions=2000", "--batches=20"]),

@@ -4,12 +4,22 @@ Both hold the same random transitions (embedding + state, optionally two RGB cam
 uniform batches that end as JAX arrays on the default device; the ratio is the figure.
 
 Usage: python tools/benchmark_replay.py [--batch 256] [--transitions 20000] [--batches 200]
-                                        [--embedding 384] [--state 19] [--image_size 64]
+                                        [--rounds 5] [--embedding 384] [--state 19] [--image_size 64]
+
+The two take turns (interleaved rounds), so a loaded machine slows both alike; the last line is
+the JSON figures (`make bench`): the ratio, and with cameras Reverb's memory per byte of stored
+frames (measured on a server in a child process: the growth of its RSS while the frames go in;
+the speed is measured on a server in this process, as the learner runs it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import statistics
 import sys
 import time
 
@@ -22,7 +32,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlarft.datasets.replay import (  # noqa: E402
-    ReplayConfig, ReplayServer, TransitionWriter,
+    ReplayConfig, ReplayServer, TransitionWriter, connect,
     make_batch_iterator, transition_signature)
 from vlarft.datasets.schema import EpisodeSpec  # noqa: E402
 
@@ -70,57 +80,116 @@ class NumpyRingBuffer:
         return jax.tree_util.tree_map(lambda x: x[index], self.data)
 
 
-def timed(batches, count: int, warmup: int = 10) -> float:
-    """Batches per second over `count` batches, each waited for on the device."""
-    for _ in range(warmup):
-        jax.block_until_ready(next(batches))
-    start = time.perf_counter()
-    for _ in range(count):
-        jax.block_until_ready(next(batches))
-    return count / (time.perf_counter() - start)
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def main() -> None:
+def serve(config: ReplayConfig, signature, ports, stop) -> None:
+    """A replay server in its own process (so its memory is Reverb's alone) until `stop` is set."""
+    with ReplayServer.from_config(config, signature) as server:
+        ports.put(server.port)
+        stop.wait()
+
+
+@contextlib.contextmanager
+def server_process(config: ReplayConfig, signature):
+    """(address, pid) of a replay server run by a child process."""
+    context = multiprocessing.get_context("spawn")
+    ports, stop = context.Queue(), context.Event()
+    child = context.Process(target=serve, args=(config, signature, ports, stop), daemon=True)
+    child.start()
+    try:
+        yield f"localhost:{ports.get(timeout=120)}", child.pid
+    finally:
+        stop.set()
+        child.join(timeout=30)
+
+
+def interleaved_rates(sources: dict, rounds: int, per_round: int, warmup: int = 5) -> dict[str, list[float]]:
+    """Batches/s of each source per round; the sources take turns within every round, so a change
+    of the (shared) machine's load hits all of them alike. Each batch is waited for on the device."""
+    for batches in sources.values():
+        for _ in range(warmup):
+            jax.block_until_ready(next(batches))
+    rates = {name: [] for name in sources}
+    for _ in range(rounds):
+        for name, batches in sources.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                jax.block_until_ready(next(batches))
+            rates[name].append(per_round / (time.perf_counter() - start))
+    return rates
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--transitions", type=int, default=20_000)
     parser.add_argument("--episode_length", type=int, default=100)
-    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=200, help="per source, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--embedding", type=int, default=384)
     parser.add_argument("--state", type=int, default=19)
     parser.add_argument("--image_size", type=int, default=0, help="> 0 adds two cameras of this side")
     add_verbose_argument(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     cameras = {"front": (args.image_size,) * 2, "wrist": (args.image_size,) * 2}
     spec = EpisodeSpec(cameras=cameras, state_dim=args.state, embedding_dim=args.embedding)
     keys = ("embedding", "state") + (("image_front", "image_wrist") if args.image_size else ())
     config = ReplayConfig(observation_keys=keys, max_size_demo=args.transitions)
+    count = max(1, args.transitions // args.episode_length)
+    episode = lambda i: random_episode(np.random.default_rng(i), spec, keys, args.episode_length)  # noqa: E731
+    ring = NumpyRingBuffer(args.transitions, transitions_of(episode(0), keys))
     rng = np.random.default_rng(0)
-    episodes = [random_episode(rng, spec, keys, args.episode_length)
-                for _ in range(max(1, args.transitions // args.episode_length))]
-    ring = NumpyRingBuffer(args.transitions, transitions_of(episodes[0], keys))
 
-    with ReplayServer.from_config(config, transition_signature(spec, keys)) as server:
+    signature = transition_signature(spec, keys)
+    with server_process(config, signature) as (address, pid):  # Reverb's own memory, alone in a process
+        rss_before, frame_bytes = rss_bytes(pid), 0
+        with TransitionWriter(connect(address), config.demo_table) as writer:
+            for i in range(count):  # generated one at a time
+                steps = episode(i)
+                writer.write_episode(steps, keys, np.zeros(args.episode_length, np.float32))
+                frame_bytes += sum(x.nbytes for x in jax.tree_util.tree_leaves(
+                    (steps["embedding"], {k: v for k, v in steps["observation"].items() if k in keys})))
+        reverb_bytes = rss_bytes(pid) - rss_before
+    with ReplayServer.from_config(config, signature) as server:  # in the learner's process, as in the stages
         start = time.perf_counter()
         with TransitionWriter(server.client, config.demo_table) as writer:
-            for steps in episodes:
-                writer.write_episode(steps, keys, np.zeros(args.episode_length, np.float32))
-        insert_rate = args.transitions / (time.perf_counter() - start)
-        for steps in episodes:
-            ring.add(transitions_of(steps, keys))
+            for i in range(count):
+                writer.write_episode(episode(i), keys, np.zeros(args.episode_length, np.float32))
+        insert_rate = count * args.episode_length / (time.perf_counter() - start)
+        for i in range(count):
+            ring.add(transitions_of(episode(i), keys))
         with make_batch_iterator(server.address, {config.demo_table: args.batch}) as batches:
-            reverb_rate = timed(batches, args.batches)
-    numpy_rate = timed((jax.device_put(ring.sample(rng, args.batch)) for _ in iter(int, 1)), args.batches)
+            numpy_batches = (jax.device_put(ring.sample(rng, args.batch)) for _ in iter(int, 1))
+            rates = interleaved_rates({"reverb": batches, "numpy": numpy_batches}, args.rounds,
+                                      max(1, args.batches // args.rounds))
 
+    reverb_rate, numpy_rate = (statistics.median(rates[n]) for n in ("reverb", "numpy"))
+    ratio = statistics.median(r / n for r, n in zip(rates["reverb"], rates["numpy"]))
+    memory = reverb_bytes / frame_bytes
     row_bytes = sum(x.nbytes // x.shape[0] for x in jax.tree_util.tree_leaves(ring.data))
     print(f"{args.transitions} transitions, batch {args.batch}, keys {keys}, "
           f"{row_bytes * args.batch / 2**20:.2f} MiB/batch, device {jax.devices()[0]}")
     print(f"  insert into Reverb (TransitionWriter) : {insert_rate:9.0f} transitions/s")
-    print(f"  Reverb -> JAX (BatchIterator)         : {reverb_rate:9.1f} batches/s")
+    print(f"  Reverb -> JAX (BatchIterator)         : {reverb_rate:9.1f} batches/s "
+          f"({1e6 / (reverb_rate * args.batch):.1f} us per item)")
     print(f"  numpy ring buffer -> JAX              : {numpy_rate:9.1f} batches/s")
-    print(f"  Reverb / numpy                        : {reverb_rate / numpy_rate:9.2f}x")
+    print(f"  Reverb / numpy (median of {args.rounds} interleaved rounds): {ratio:9.2f}x")
+    print(f"  Reverb memory per stored frame byte   : {memory:9.2f} "
+          f"({reverb_bytes / 2**20:.0f} MiB RSS growth for {frame_bytes / 2**20:.0f} MiB of frames)")
+    suffix = f"_{args.image_size}px" if args.image_size else ""
+    figures = {f"reverb_over_numpy{suffix}": {"value": round(ratio, 3), "target": ">= 1.0"},
+               f"reverb_batches_per_s{suffix}": {"value": round(reverb_rate, 1), "target": None},
+               f"numpy_batches_per_s{suffix}": {"value": round(numpy_rate, 1), "target": None}}
+    if args.image_size:
+        figures[f"reverb_memory_per_frame_byte{suffix}"] = {"value": round(memory, 3), "target": "<= 1.1"}
+    print(json.dumps({"figures": figures}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -137,14 +137,15 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
             actor = make_actor(options, config, builder, spec, server.address, server.client, record, stop,
                                first_step, training.eval_env_factory(options, spec), secret)
             actor.start()
-        batches = builder.make_iterator(server.address)
+        batches = builder.make_iterator(server.address, steps=online.steps_per_dispatch)
         loop = LearnerLoop(learner, state, batches, store, save, log, record,
                            done=stop.is_set if actor else _every(0.5, saver.actors_finished),
                            max_steps=None if actor else options.steps,
                            progress=(lambda: actor.total_steps) if actor else (lambda: int(loop.state.step)),
                            publish_every=online.publish_every, log_every=config.train.log_every,
                            checkpoint_every=config.train.checkpoint_every,
-                           actor_from=int(export.meta.get("learner_step", 0)) + config.train.critic_warmup_steps)
+                           actor_from=int(export.meta.get("learner_step", 0)) + config.train.critic_warmup_steps,
+                           steps_per_dispatch=online.steps_per_dispatch)
         try:
             state = loop.run()
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the actor ends its episode (written), then save all

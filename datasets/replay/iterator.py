@@ -12,6 +12,7 @@ import reverb
 import tensorflow as tf
 
 from vlarft.datasets.replay.finite_filter import KEY_FIELD, NonFiniteFilter
+from vlarft.datasets.replay.packing import StepLayout, layout_of_stored
 from vlarft.datasets.replay.tables import ReplayError, connect, mixed_online_rows
 
 _END = object()
@@ -54,10 +55,9 @@ class BatchIterator:
         self.address = address
         self.sources = tuple(tables_and_counts)
         self.batch_size = sum(tables_and_counts.values())
-        if signature is None:
-            signature = _server_signature(address, self.sources)
-        dataset = _mixed_dataset(address, tables_and_counts, signature, rate_limiter_timeout_ms,
-                                 prefetch)
+        layout = (_server_layout(address, self.sources) if signature is None
+                  else StepLayout.of_signature(signature))
+        dataset = _mixed_dataset(address, tables_and_counts, layout, rate_limiter_timeout_ms, prefetch)
         self._device = device
         self._finite = NonFiniteFilter(reverb.Client(address), self.sources)
         self._liveness_check_s = liveness_check_s
@@ -162,17 +162,22 @@ def make_batch_iterator(address: str, tables_and_counts: Mapping[str, int], sign
                          **kwargs)
 
 
-def _server_signature(address: str, tables) -> Any:
+def _server_layout(address: str, tables) -> StepLayout:
     info = connect(address).server_info(timeout=30)
     missing = [t for t in tables if t not in info]
     if missing:
         raise ValueError(f"server {address} has no table(s) {missing}; tables: {sorted(info)}")
-    return info[tables[0]].signature
+    layout = layout_of_stored(info[tables[0]].signature)
+    if layout is None:
+        raise ValueError(f"table {tables[0]!r} at {address} does not hold packed transitions "
+                         f"(`make_tables`); its signature: {info[tables[0]].signature}")
+    return layout
 
 
-def _mixed_dataset(address, tables_and_counts, signature, timeout_ms, prefetch) -> tf.data.Dataset:
-    dtypes = tf.nest.map_structure(lambda spec: spec.dtype, signature)
-    shapes = tf.nest.map_structure(lambda spec: spec.shape, signature)
+def _mixed_dataset(address, tables_and_counts, layout: StepLayout, timeout_ms, prefetch) -> tf.data.Dataset:
+    stored = layout.stored_signature()
+    dtypes = tf.nest.map_structure(lambda spec: spec.dtype, stored)
+    shapes = tf.nest.map_structure(lambda spec: spec.shape, stored)
     # Batch whole ReplaySamples and drop `info` per batch: a per-sample map halves throughput.
     parts = [reverb.TrajectoryDataset(address, table, dtypes, shapes,
                                       max_in_flight_samples_per_worker=2 * count,
@@ -183,7 +188,7 @@ def _mixed_dataset(address, tables_and_counts, signature, timeout_ms, prefetch) 
     source = tf.constant(np.repeat(np.arange(len(counts), dtype=np.int32), counts))
 
     def concat(*samples):
-        batch = tf.nest.map_structure(lambda *xs: tf.concat(xs, axis=0), *(s.data for s in samples))
+        batch = layout.unpack(tf.nest.map_structure(lambda *xs: tf.concat(xs, axis=0), *(s.data for s in samples)))
         batch["source"] = source
         batch[KEY_FIELD] = tf.concat([s.info.key for s in samples], axis=0)  # for NonFiniteFilter
         return batch

@@ -23,10 +23,9 @@ import tensorflow as tf
 import tree
 from reverb.reverb_types import TableInfo
 
+from vlarft.datasets.replay.packing import (STEP_FIELDS, StepLayout, layout_of_stored,  # noqa: F401
+                                            transition_of_stored)
 from vlarft.datasets.schema import EpisodeSpec
-
-# Steps store these besides the observation; `next_observation` is added per item.
-STEP_FIELDS = ("action", "reward", "discount", "mc_return", "intervention")
 
 
 class ReplayError(RuntimeError):
@@ -151,11 +150,14 @@ def transition_signature(spec_like: EpisodeSpec | str | os.PathLike,
 
 
 def make_tables(config: ReplayConfig, signature) -> list[reverb.Table]:
-    """[demo, online]: both uniform-sampled FIFO rings; the online one rate-limited."""
+    """[demo, online]: both uniform-sampled FIFO rings; the online one rate-limited. Items of
+    the transition `signature` are stored packed (`packing.py`)."""
+    stored = StepLayout.of_signature(signature).stored_signature()
+
     def table(name, max_size, limiter):
         return reverb.Table(name=name, sampler=reverb.selectors.Uniform(),
                             remover=reverb.selectors.Fifo(), max_size=max_size,
-                            rate_limiter=limiter, signature=signature)
+                            rate_limiter=limiter, signature=stored)
 
     return [table(config.demo_table, config.max_size_demo,
                   reverb.rate_limiters.MinSize(config.min_size_demo)),
@@ -169,7 +171,7 @@ def check_table_signature(client: reverb.Client, table: str, signature) -> None:
     if table not in info:
         raise ValueError(f"server {client.server_address} has no table {table!r}; "
                          f"tables: {sorted(info)}")
-    difference = signature_difference(info[table].signature, signature)
+    difference = signature_difference(transition_of_stored(info[table].signature), signature)
     if difference:
         path, have, want = difference
         raise ValueError(f"table {table!r} at {client.server_address} takes {path}: {have}, "
@@ -192,7 +194,11 @@ def _flat_specs(signature) -> dict[str, str]:
 
 def _table_differences(have: TableInfo, want: TableInfo) -> Iterator[tuple[str, Any, Any]]:
     """(setting, have, want) for each setting a checkpoint restore must preserve."""
-    difference = signature_difference(have.signature, want.signature)
+    packed = [layout_of_stored(info.signature) is not None for info in (have, want)]
+    if packed[0] != packed[1]:
+        yield "storage", *("packed steps" if p else "one tensor per field (before #11)" for p in packed)
+    difference = signature_difference(transition_of_stored(have.signature),
+                                      transition_of_stored(want.signature))
     if difference:
         yield f"signature field {difference[0]}", difference[1], difference[2]
     if have.max_size != want.max_size:

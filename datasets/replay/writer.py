@@ -4,7 +4,9 @@ Every appended step holds {"observation": {key: o_t[key]}, "action", "reward", "
 "mc_return", "intervention"}. After step t+1 is appended, the item of transition t is created
 from `writer.history` references: o_t, a_t, r_t, discount_t, G_t, intervention_t of step t and
 `next_observation` = the observation cells of step t+1. So o_{t+1} is stored (and sent) once and
-referenced by two items: images are never duplicated.
+referenced by two items: images are never duplicated. Steps are stored packed (`packing.py`:
+one float32 vector + image columns; an item is a length-2 slice of each), the layout derived
+from the first step's fields.
 
 `mc_return` is the Monte-Carlo return-to-go (`returns.py`) when the whole episode is known
 (offline data). An online actor streaming step by step does not know it yet; the online stage
@@ -18,7 +20,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import reverb
 
-from vlarft.datasets.replay.tables import STEP_FIELDS
+import tensorflow as tf
+
+from vlarft.datasets.replay.packing import STEP_FIELDS, StepLayout
 
 Router = Callable[[Mapping], Sequence[str]]
 _DTYPES = {"action": np.float32, "reward": np.float32, "discount": np.float32,
@@ -54,11 +58,15 @@ class TransitionWriter:
         self._route = tables_for_step
         self._writer = client.trajectory_writer(num_keep_alive_refs=2)
         self._pending: Sequence[str] | None = None  # tables of the previous step's transition
+        self._layout: StepLayout | None = None  # from the first step
         self.items_written: dict[str, int] = {}
 
     def append(self, step: Mapping) -> None:
         """Appends one step; creates the item of the previous step's transition."""
-        self._writer.append(_canonical_step(step))
+        step = _canonical_step(step)
+        if self._layout is None:
+            self._layout = StepLayout.of_signature(_step_signature(step))
+        self._writer.append(self._layout.pack_step(step))
         if self._pending is not None:
             transition = self._last_transition()
             for table in self._pending:
@@ -95,11 +103,8 @@ class TransitionWriter:
 
     def _last_transition(self) -> dict:
         history = self._writer.history
-        observation = history["observation"]
-        item = {name: history[name][-2] for name in STEP_FIELDS}
-        item["observation"] = {key: column[-2] for key, column in observation.items()}
-        item["next_observation"] = {key: column[-1] for key, column in observation.items()}
-        return item
+        return {"packed": history["packed"][-2:],
+                "columns": {key: column[-2:] for key, column in history["columns"].items()}}
 
 
 def rlds_steps(steps: Mapping, observation_keys: Sequence[str],
@@ -127,6 +132,16 @@ def _observation_column(steps: Mapping, key: str) -> np.ndarray:
     if key == "embedding" and "embedding" in steps:
         return steps["embedding"]
     raise KeyError(f"episode has no observation field {key!r}")
+
+
+def _step_signature(step: Mapping) -> dict:
+    """The transition signature of items made of this step (`canonical_step`'s output)."""
+    def spec(value):
+        return tf.TensorSpec(value.shape, tf.as_dtype(value.dtype))
+
+    observation = {key: spec(value) for key, value in step["observation"].items()}
+    return {"observation": observation, **{name: spec(step[name]) for name in STEP_FIELDS},
+            "next_observation": observation}
 
 
 def _canonical_step(step: Mapping) -> dict:

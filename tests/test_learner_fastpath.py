@@ -1,0 +1,81 @@
+"""The learner's fast paths: k scanned steps == k sequential steps; the critic's split first layer == the
+Dense of the concatenation."""
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from vlarft.agents.config import get_config, loss_preset
+from vlarft.agents.learner import Learner
+from vlarft.agents.networks import Critic
+
+A, S, E = 7, 19, 16
+ROWS = (3, 5)  # rows per batch from each of two source tables (online first)
+
+
+def random_rows(rng, n: int, source: int) -> dict:
+    def obs():
+        return {"embedding": rng.normal(size=(n, E)).astype(np.float32), "state": rng.normal(size=(n, S)).astype(np.float32)}
+
+    return {"observation": obs(), "next_observation": obs(), "action": rng.uniform(-1, 1, (n, A)).astype(np.float32),
+            "reward": rng.normal(size=n).astype(np.float32), "discount": np.ones(n, np.float32),
+            "mc_return": rng.normal(size=n).astype(np.float32), "intervention": rng.random(n) < 0.3,
+            "source": np.full(n, source, np.int32)}
+
+
+def concat(*parts):
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *parts)
+
+
+def test_scanned_steps_equal_sequential_steps():
+    config = get_config("tiny")
+    config = dataclasses.replace(config, head=dataclasses.replace(config.head, hidden=(32, 32)),
+                                 critic=dataclasses.replace(config.critic, hidden=(32, 32)))
+    loss = dataclasses.replace(loss_preset("paper", "online"), online_bc_weight=0.5)
+    learner = Learner(config, loss, A, (), np.zeros(S), 2 * np.ones(S), online_source=0, rows_per_source=ROWS)
+    steps, ratio = 3, loss.critic_actor_ratio
+    rng = np.random.default_rng(0)
+    # per step and source: ratio x rows rows (the step's batches), as the iterator delivers them
+    per_step = [[random_rows(rng, ratio * rows, source) for source, rows in enumerate(ROWS)] for _ in range(steps)]
+    step_items = [concat(*blocks) for blocks in per_step]
+    # the k-step item: per source, its rows of step 0, 1, 2 in turn
+    item = concat(*(per_step[i][source] for source in range(len(ROWS)) for i in range(steps)))
+    state = learner.init(jax.random.PRNGKey(1), step_items[0])
+
+    sequential = state
+    for step_item in step_items:
+        sequential, last = learner.step(sequential, step_item)
+    scanned, metrics = learner.steps(state, item, steps)
+
+    assert int(scanned.step) == int(sequential.step) == steps
+    for got, want in zip(jax.tree_util.tree_leaves(scanned), jax.tree_util.tree_leaves(sequential)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-5)
+    assert metrics.keys() == last.keys()
+    np.testing.assert_allclose(float(metrics["critic_loss"]), float(last["critic_loss"]), rtol=1e-4)
+    changed = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(scanned.critic_params),
+                                                      jax.tree_util.tree_leaves(state.critic_params))]
+    assert all(changed)  # the steps did update every critic leaf
+
+
+def test_critic_equals_the_mlp_on_the_concatenated_input():
+    config = dataclasses.replace(get_config("tiny").critic, hidden=(16, 8))
+    critic = Critic(config, ())
+    rng = np.random.default_rng(2)
+    obs = {"embedding": rng.normal(size=(4, E)).astype(np.float32), "state": rng.normal(size=(4, S)).astype(np.float32)}
+    actions = rng.uniform(-1, 1, (4, 3, A)).astype(np.float32)
+    params = critic.init(jax.random.PRNGKey(0), obs, actions)["params"]
+    q = np.asarray(critic.apply({"params": params}, obs, actions))
+    assert q.shape == (2, 4, 3)
+    features = np.asarray(critic.apply({"params": params}, obs, method="encode"))
+    x = np.concatenate([np.broadcast_to(features[:, None], (4, 3, features.shape[-1])), actions], axis=-1)
+    for k in range(2):  # by hand: Dense -> LayerNorm -> tanh per hidden size, then Dense(1)
+        member = jax.tree_util.tree_map(lambda p: np.asarray(p[k]), params["ensemble"])
+        h = x
+        for i in range(2):
+            dense, norm = member["mlp"][f"Dense_{i}"], member["mlp"][f"LayerNorm_{i}"]
+            h = h @ dense["kernel"] + dense["bias"]
+            h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
+            h = np.tanh(h * norm["scale"] + norm["bias"])
+        want = (h @ member["q"]["kernel"] + member["q"]["bias"])[..., 0]
+        np.testing.assert_allclose(q[k], want, rtol=1e-4, atol=1e-5)
