@@ -72,8 +72,10 @@ def phase_two_devices(workdir: Path) -> dict:
               "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(state_2), leaves(state_1))),
               "metrics_diff": max(abs(float(metrics_2[k]) - float(metrics_1[k])) for k in metrics_1),
               "devices": [devices_of(state_2), devices_of(state_1)]}
+    # float32 sums in another order across devices; Adam's normalised step turns a tiny difference
+    # in a near-zero gradient into up to ~2e-5 on a parameter (seen once in 16k): hence atol 1e-4
     for a, b in zip(leaves(state_2), leaves(state_1)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     Checkpointer(workdir / "ckpt_1").save(1, state_1, {"devices": 1})
     restored, meta = restore_on(two, workdir / "ckpt_1")
     for a, b in zip(leaves(restored), leaves(state_1)):

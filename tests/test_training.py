@@ -37,7 +37,8 @@ def tiny_config(**train):
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    record("sim:pick_cube", "scripted", 12, str(root / "raw"), image_size=32, progress=False)
+    # lossless raw frames: the acting test feeds them to the policy as live frames
+    record("sim:pick_cube", "scripted", 12, str(root / "raw"), image_size=32, progress=False, lossless_frames=True)
     dataset = convert([str(root / "raw")], str(root / "data"), "pick32", validation_fraction=0.25, log=QUIET)
     return root, dataset.dataset_dir
 
@@ -91,7 +92,7 @@ def test_embedding_job_and_offline_cli(demos, embedded, tmp_path):
     assert json.loads(again.stdout.strip().splitlines()[-1])["learner_steps"] == 40
 
 
-def test_mismatched_dataset_is_refused(demos, sft_run, tmp_path):
+def test_mismatched_dataset_is_refused(demos, sft_run, embedded, tmp_path):
     _, dataset_dir = demos
     options = training.StageOptions(dataset_dir=dataset_dir, workdir=str(tmp_path / "x"), steps=1, eval_episodes=0,
                                     action_dim=6, show_progress=False)
@@ -101,8 +102,8 @@ def test_mismatched_dataset_is_refused(demos, sft_run, tmp_path):
     with pytest.raises(training.ConfigMismatchError, match="embed_dataset"):
         training.run_offline(options, tiny_config(), loss_preset("paper", "offline"))
     with pytest.raises(training.ConfigMismatchError, match="'sft' run"):
-        training.run_offline(dataclasses.replace(options, workdir=sft_run[0]), tiny_config(),
-                             loss_preset("paper", "offline"))
+        training.run_offline(dataclasses.replace(options, workdir=sft_run[0], dataset_dir=embedded.dataset_dir),
+                             tiny_config(), loss_preset("paper", "offline"))
 
 
 def test_critic_warmup_leaves_the_actor_untouched(demos, embedded, tmp_path):

@@ -112,8 +112,10 @@ def recording_session(env, episodes: int, desc: str, progress: bool) -> Iterator
 
 def record(env_name: str, teleop: str, episodes: int, out_dir: str, *, seed: int = 0,
            keep_failures: bool = False, operator: str = "", image_size: int = 128,
-           max_attempts: int = 0, realtime: bool | None = None, progress: bool = True) -> RecordingSummary:
-    """Records until `episodes` episodes are kept (or `max_attempts` are used up)."""
+           max_attempts: int = 0, realtime: bool | None = None, progress: bool = True,
+           lossless_frames: bool = False) -> RecordingSummary:
+    """Records until `episodes` episodes are kept (or `max_attempts` are used up). Frames are
+    stored as the dataset's JPEG bytes unless `lossless_frames` (`datasets/raw_episodes.py`)."""
     out = Path(out_dir)
     base_env, device = open_device_env(env_name, teleop, seed, image_size, out)
     env = InterventionWrapper(base_env, device)
@@ -136,7 +138,7 @@ def record(env_name: str, teleop: str, episodes: int, out_dir: str, *, seed: int
             summary.successes += outcome.success
             summary.lengths.append(outcome.length)
             if outcome.success or keep_failures:
-                write_raw_episode(path, outcome.episode, episode_spec)
+                write_raw_episode(path, outcome.episode, episode_spec, jpeg_frames=not lossless_frames)
                 summary.kept += 1
                 summary.files.append(str(path))
                 bar.update(1)
@@ -166,6 +168,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out_dir", required=True, help="directory for the raw episode files")
     parser.add_argument("--keep_failures", action="store_true", help="also keep failed episodes (flagged)")
     parser.add_argument("--max_attempts", type=int, default=0, help="give up after this many (0 = 3x episodes)")
+    parser.add_argument("--lossless_frames", action="store_true",
+                        help="store camera frames as raw pixels instead of the dataset's JPEG bytes")
     return parser.parse_args(argv)
 
 
@@ -176,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = record(args.env, args.teleop, args.episodes, args.out_dir, seed=args.seed,
                          keep_failures=args.keep_failures, operator=args.operator,
                          image_size=args.image_size, max_attempts=args.max_attempts,
-                         realtime=REALTIME[args.realtime], progress=not args.no_progress)
+                         realtime=REALTIME[args.realtime], progress=not args.no_progress,
+                         lossless_frames=args.lossless_frames)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
