@@ -104,7 +104,7 @@ def test_each_baseline_acts_and_learns_through_the_online_command(agent, sft_run
     assert result["env_steps"] >= 60 and result["learner_steps"] > 0, result
     assert result["replay_items_written"]["online"] == result["env_steps"]
     assert {"success_rate", "mean_episode_length", "episodes"} <= set(result)
-    meta = json.loads((tmp_path / agent / "policy" / "meta.json").read_text())
+    meta = json.loads((tmp_path / agent / "policy" / "policy.json").read_text())
     assert meta["agent"] == agent and meta["stage"] == "online"
     # A resume refuses another agent (the agent is part of the run's learning config).
     refused = subprocess.run([sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", "--agent=conrft",
