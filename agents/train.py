@@ -104,7 +104,8 @@ def build_config(args: argparse.Namespace):
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
     if args.critic_input:
         config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=args.critic_input))
-    online = dict(agent=args.agent, env_steps=args.env_steps, teleop=args.teleop, updates_per_env_step=args.updates_per_env_step,
+    online = dict(agent=args.agent, env_steps=args.env_steps, teleop=args.teleop,
+                  updates_per_env_step=args.updates_per_env_step,
                   min_online=args.min_online, role=args.role, replay_address=args.replay_address,
                   params_secret_file=args.params_secret_file,
                   publish_every=args.publish_every, max_actor_lead=args.max_actor_lead, replay_port=args.replay_port,

@@ -122,7 +122,7 @@ def test_the_online_stage_refuses_a_start_the_agent_cannot_use(sft_run, embedded
     options = training.StageOptions(dataset_dir="", workdir=str(tmp_path / "w"), steps=0, eval_episodes=0,
                                     init_from=sft_run[0], show_progress=False)
     config = tiny_config()
-    with pytest.raises(training.ConfigMismatchError, match="starts from a offline workdir"):
+    with pytest.raises(training.ConfigMismatchError, match="conrft starts from a workdir of the offline stage"):
         run_online(options, config, loss_preset("stable", "online"))
     rlpd = dataclasses.replace(config, online=dataclasses.replace(config.online, agent="rlpd"))
     with pytest.raises(training.ConfigMismatchError, match="needs --dataset_dir"):

@@ -160,7 +160,8 @@ def render_methods_table(summary: dict, console: Console, title: str) -> str:
             first, last = row.get("interventions_first"), row.get("interventions_last")
             rows.append([task, METHODS[method], str(len(row["per_seed"])), pct(row["success_rate"]),
                          num(row["mean_episode_length"]), num(row.get("env_steps"), 0),
-                         "-" if first is None else f"{num(first, 2)} → {num(last, 2)}", pct(row.get("intervention_rate")),
+                         "-" if first is None else f"{num(first, 2)} → {num(last, 2)}",
+                         pct(row.get("intervention_rate")),
                          num(row.get("updates_per_env_step"), 2), num(row["wall_minutes"])])
     return print_table(columns, rows, console, title)
 
@@ -185,7 +186,8 @@ COLORS = {"hil_conrft": "tab:blue", "hg_dagger": "tab:green", "rlpd_embedding": 
           "rlpd_pixels": "tab:purple", "sft": "tab:gray", "cal_conrft": "tab:orange"}
 
 
-def plot_curves(task: str, runs: list[dict], summary_row: dict, path: Path, methods: Sequence[str] = STAGES_KEYS) -> str:
+def plot_curves(task: str, runs: list[dict], summary_row: dict, path: Path,
+                methods: Sequence[str] = STAGES_KEYS) -> str:
     """Success rate vs online env steps: every online method's periodic evaluations per seed and
     their mean, with the SFT and Cal-ConRFT final success as reference lines."""
     import matplotlib

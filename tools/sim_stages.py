@@ -155,7 +155,8 @@ class TaskPipeline:
 
         def run() -> dict:
             s = self.settings
-            self.log(f"{self.task}: online {agent} '{name}' with scripted interventions ({s.online_env_steps} env steps)")
+            self.log(f"{self.task}: online {agent} '{name}' with scripted interventions "
+                     f"({s.online_env_steps} env steps)")
             config = with_overrides(self._config("online"), tuple(overrides))
             config = dataclasses.replace(config, online=dataclasses.replace(
                 config.online, agent=agent, env_steps=s.online_env_steps, teleop="scripted_intervention",

@@ -58,11 +58,12 @@ def run_online(options: training.StageOptions, config: AgentConfig, loss: LossCo
     stages = " or ".join(builder_class.init_stages)
     if not options.init_from:
         raise training.ConfigMismatchError(f"--stage=online --agent={online.agent} needs --init_from=WORKDIR "
-                                           f"(a {stages} run)")
+                                           f"(a run of the {stages} stage)")
     export = load_policy_export(options.init_from)
     if export.meta.get("stage") not in builder_class.init_stages:
         raise training.ConfigMismatchError(f"{options.init_from} holds a {export.meta.get('stage')!r} policy; "
-                                           f"--agent={online.agent} starts from a {stages} workdir (--init_from)")
+                                           f"--agent={online.agent} starts from a workdir of the {stages} stage "
+                                           f"(--init_from)")
     if not 0 <= online.actor_index < online.max_actors:
         raise ValueError(f"--actor_index={online.actor_index} outside 0..{online.max_actors - 1}")
     if online.role == "actor":
@@ -124,7 +125,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         if restored is not None:
             store.durable = restored.durable
         store.publish(state.policy_params, first_step)
-        meta = {**export.meta, "stage": "online", "agent": online.agent, "config": config_to_json(config), "loss": dataclasses.asdict(loss),
+        meta = {**export.meta, "stage": "online", "agent": online.agent, "config": config_to_json(config),
+                "loss": dataclasses.asdict(loss),
                 "offline_from": os.path.abspath(options.init_from)}
 
         def checkpoint(s):
