@@ -108,9 +108,10 @@ class ConRFTBuilder:
 
         normalizer = self.export.normalizer
         online_source = 0 if self.online_fraction > 0 else None  # mixed batches put online rows first
-        return (self.learner_class or Learner)(self.config, self.loss, self.spec.action_dim, tuple(self.spec.cameras),
-                       np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source,
-                       rows_per_source=tuple(self.rows_per_source().values()))
+        learner_class = self.learner_class or Learner
+        return learner_class(self.config, self.loss, self.spec.action_dim, tuple(self.spec.cameras),
+                             np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source,
+                             rows_per_source=tuple(self.rows_per_source().values()))
 
     def make_policy(self, head_params=None, *, deterministic: bool = True, seed: int = 0):
         """The acting policy: the export's backbone with `head_params` (default the export's head)."""
