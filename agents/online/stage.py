@@ -290,7 +290,8 @@ def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: Episo
                        episode_dir=str(episode_dir), spec=raw_spec, env_steps=max(0, online.env_steps - done_before),
                        steps_before=done_before, seed=config.train.seed + 50_000 + first_step + done_before,
                        record=record, stop=stop, evaluation=evaluation, actor_index=online.actor_index,
-                       operator=online.teleop, wait_durable=online.role == "actor")
+                       operator=online.teleop, wait_durable=online.role == "actor",
+                       cameras=tuple(k[len("image_"):] for k in builder.observation_keys if k.startswith("image_")))
 
 
 def _run_actor_role(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, start: float) -> dict:
