@@ -34,9 +34,12 @@ class ConRFTPolicy:
     def __init__(self, config: AgentConfig, backbone_params, head_params, *, cameras: tuple[str, ...],
                  state_dim: int, action_dim: int, normalizer: StateNormalizer, instruction: str,
                  deterministic: bool = True, steps: int = 1, seed: int = 0, language_embedding=None,
-                 step_by_step: bool = True):
+                 step_by_step: bool = True, action_head=None):
         """`step_by_step=False` runs the whole window every step (the reference the step-by-step
-        path is tested and benchmarked against; also the only way for a window wider than 2)."""
+        path is tested and benchmarked against; also the only way for a window wider than 2).
+        `action_head(head_params, observation, key)` -> actions [1, A] replaces the consistency
+        head (another agent's actor, `agents/registry.py`); `observation` holds `embedding`,
+        the normalised `state` and the current `image_<cam>` frames, each with a batch axis of 1."""
         self.config, self.cameras, self.normalizer = config, tuple(cameras), normalizer
         self.head_params = head_params
         self.history = FrameHistory(config.backbone.window)
@@ -49,8 +52,11 @@ class ConRFTPolicy:
         head = ConsistencyHead(config.head, action_dim)
         language = None if language_embedding is None else jnp.asarray(language_embedding, jnp.float32)[None]
 
-        def action_of(head_params, embedding, state, rng):  # -> (action [A], embedding [E], next rng)
+        def action_of(head_params, embedding, state, images, rng):  # -> (action [A], embedding [E], next rng)
             rng, key = jax.random.split(rng)
+            if action_head is not None:
+                observation = {"embedding": embedding, "state": state, **{f"image_{c}": x for c, x in images.items()}}
+                return action_head(head_params, observation, key)[0], embedding[0], rng
             action = sample_actions(head.apply, head_params, embedding, state, key, config.head, action_dim,
                                     steps=steps, deterministic=deterministic)
             return action[0], embedding[0], rng
@@ -58,12 +64,12 @@ class ConRFTPolicy:
         def act_window(backbone_params, head_params, images, states, mask, rng):
             embedding = backbone.apply({"params": backbone_params}, images, states, self.text_ids, self.text_mask, mask,
                                        language_embedding=language)
-            return action_of(head_params, embedding, states[:, -1], rng)
+            return action_of(head_params, embedding, states[:, -1], {c: x[:, -1] for c, x in images.items()}, rng)
 
         def act_step(backbone_params, head_params, context, previous_valid, images, state, rng):
             embedding = backbone.apply({"params": backbone_params}, context, previous_valid, images, state,
                                        method=VLABackbone.stream_step)
-            return action_of(head_params, embedding, state, rng)
+            return action_of(head_params, embedding, state, images, rng)
 
         self._act = jax.jit(act_step if self.streaming else act_window)
         self._task_keys = jax.jit(lambda p: backbone.apply({"params": p}, self.text_ids, self.text_mask,

@@ -20,7 +20,16 @@ from vlarft.datasets.schema import EpisodeSpec
 
 
 class ConRFTBuilder:
-    """Builds the agent's parts for one run."""
+    """Builds the agent's parts for one run.
+
+    It is also the "conrft" entry of the agent registry (`agents/registry.py`): another online
+    method subclasses it and overrides what differs (`make_learner`, `make_policy`,
+    `acting_template`, `starting_state`, `init_stages`, `runs_gate`).
+    """
+
+    init_stages = ("offline",)  # the stage of the export the online stage may start from (--init_from)
+    runs_gate = True  # the online stage checks the starting policy first (`agents/stage_gate.py`)
+    learner_class = None  # a `Learner` subclass (None: `Learner`), built with the same arguments
 
     def __init__(self, config: AgentConfig, loss: LossConfig, spec: EpisodeSpec, export: PolicyExport, *,
                  online: bool = False, actor_lead: int = 0):
@@ -116,9 +125,10 @@ class ConRFTBuilder:
 
         normalizer = self.export.normalizer
         online_source = 0 if self.online_fraction > 0 else None  # mixed batches put online rows first
-        return Learner(self.config, self.loss, self.spec.action_dim, tuple(self.spec.cameras),
-                       np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source,
-                       rows_per_source=tuple(self.rows_per_source().values()))
+        learner_class = self.learner_class or Learner
+        return learner_class(self.config, self.loss, self.spec.action_dim, tuple(self.spec.cameras),
+                             np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source,
+                             rows_per_source=tuple(self.rows_per_source().values()))
 
     def make_policy(self, head_params=None, *, deterministic: bool = True, seed: int = 0):
         """The acting policy: the export's backbone with `head_params` (default the export's head;
@@ -127,3 +137,21 @@ class ConRFTBuilder:
         if head_params is not None:
             policy.set_params(head_params=jax.device_get(head_params))
         return policy
+
+    def acting_template(self):
+        """Parameters shaped like those the learner publishes and the actor's policy acts with."""
+        return self.export.head_params
+
+    def starting_state(self, learner, fresh, init_from: str):
+        """The online stage's first learner state: the offline run's checkpoint (`fresh` gives
+        the structure)."""
+        from pathlib import Path
+
+        from vlarft.agents.checkpointing import Checkpointer
+
+        offline = Checkpointer(Path(init_from) / "checkpoints")
+        try:
+            state, _ = offline.restore(fresh)
+        finally:
+            offline.close()
+        return state

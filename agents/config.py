@@ -250,6 +250,10 @@ class OnlineConfig:
     """The online stage (HIL-ConRFT): replay mixing and pacing, warm-up, actor, evaluation, roles.
 
     Learning (checked to match when a run resumes):
+      agent: the method the online stage runs (`agents/registry.py`): "conrft" (HIL-ConRFT, from
+        an offline workdir), "hg_dagger" (consistency-BC on demos + interventions, no critic,
+        from an SFT workdir) or "rlpd" (HIL-SERL: SAC, tanh-Gaussian actor, from an SFT workdir's
+        backbone with a fresh actor and critic).
       online_fraction: share of each batch from the online table; the rest comes from the
         demo table (demonstrations + human interventions). 0.5 = RLPD's symmetric sampling.
       updates_per_env_step: critic updates (batches) each collected env step pays for, the
@@ -294,6 +298,7 @@ class OnlineConfig:
         pacing is unchanged (the limiter counts samples, not calls).
     """
 
+    agent: str = "conrft"
     online_fraction: float = 0.5
     updates_per_env_step: float = 1.0
     lockstep: bool | None = None
@@ -329,6 +334,27 @@ class OnlineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SACConfig:
+    """The RLPD / HIL-SERL baseline's actor (`agents/rlpd.py`): a tanh-Gaussian policy over the
+    critic's inputs (the cached embedding + proprio, or its own pixel encoders + proprio).
+
+    Attributes:
+      hidden: actor MLP hidden sizes.
+      log_std_min, log_std_max: range of the Gaussian's log standard deviation.
+      init_temperature: the entropy temperature alpha at the start (auto-tuned afterwards).
+      target_entropy: the temperature's target entropy (0 = -action_dim, SAC's default).
+      entropy_backup: subtract alpha log pi(a'|s') in the TD target (SAC); False = RLPD's option.
+    """
+
+    hidden: tuple[int, ...] = (256, 256)
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    init_temperature: float = 0.1
+    target_entropy: float = 0.0
+    entropy_backup: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Everything the agent needs; see the member dataclasses."""
 
@@ -340,6 +366,7 @@ class AgentConfig:
     returns: ReturnConfig = ReturnConfig()
     train: TrainConfig = TrainConfig()
     online: OnlineConfig = OnlineConfig()
+    sac: SACConfig = SACConfig()
 
 
 LOSS_PRESETS = ("stable", "paper", "reference")
@@ -388,6 +415,7 @@ def get_config(name: str = "small") -> AgentConfig:
             head=ConsistencyConfig(hidden=(128, 128), time_dim=16, proprio_dim=32),
             critic=CriticConfig(hidden=(128, 128), encoder_widths=(8, 16, 32, 64), spatial_features=4,
                                 bottleneck=64, proprio_dim=32),
+            sac=SACConfig(hidden=(128, 128)),
             train=TrainConfig(batch_size=64, log_every=20, eval_every=500, checkpoint_every=500,
                               eval_episodes=5),
         )
@@ -402,7 +430,7 @@ def config_to_json(config: AgentConfig) -> str:
 
 
 SECTIONS = {"backbone": BackboneConfig, "head": ConsistencyConfig, "critic": CriticConfig, "loss": LossConfig,
-            "returns": ReturnConfig, "train": TrainConfig, "online": OnlineConfig}
+            "returns": ReturnConfig, "train": TrainConfig, "online": OnlineConfig, "sac": SACConfig}
 
 
 def config_from_json(text: str) -> AgentConfig:

@@ -7,6 +7,8 @@
 
     python agents/train.py --stage=online --workdir=runs/online --init_from=runs/offline --env=sim:pick_cube \
         --teleop=scripted_intervention --env_steps=2000
+    python agents/train.py --stage=online --agent=hg_dagger|rlpd --workdir=runs/online_rlpd --init_from=runs/sft \
+        --dataset_dir=DATA/sim_pick_cube_emb/1.0.0 --env_steps=2000
 
 A run resumes when `--workdir` holds a checkpoint. The last line of standard output is one JSON
 object with the final evaluation: success_rate, mean_episode_length, episodes, learner_steps,
@@ -66,6 +68,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="override any config field (agents/config.py), e.g. --set loss.q_normalize=true "
                              "--set train.critic_warmup_steps=200; repeatable")
     online = parser.add_argument_group("online stage (HIL-ConRFT)")
+    online.add_argument("--agent", default="conrft",
+                        help="online method (agents/registry.py): conrft (from an offline workdir) | hg_dagger | "
+                             "rlpd (both from an SFT workdir, with --dataset_dir=<its embedded dataset>)")
     online.add_argument("--env_steps", type=int, default=2000, help="robot steps to collect")
     online.add_argument("--teleop", default="scripted_intervention",
                         help="human device: scripted_intervention (simulator) | spacemouse | keyboard | gamepad")
@@ -108,7 +113,8 @@ def build_config(args: argparse.Namespace):
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **train))
     if args.critic_input:
         config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=args.critic_input))
-    online = dict(env_steps=args.env_steps, teleop=args.teleop, updates_per_env_step=args.updates_per_env_step,
+    online = dict(agent=args.agent, env_steps=args.env_steps, teleop=args.teleop,
+                  updates_per_env_step=args.updates_per_env_step,
                   min_online=args.min_online, role=args.role, replay_address=args.replay_address,
                   params_secret_file=args.params_secret_file,
                   publish_every=args.publish_every, max_actor_lead=args.max_actor_lead, replay_port=args.replay_port,

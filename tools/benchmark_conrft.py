@@ -3,6 +3,7 @@
     python tools/benchmark_conrft.py --results=results/conrft [--tasks=pick_cube,insert_peg,hang_ring]
         [--seeds=0,1,2] [--eval_episodes=50] [--online_env_steps=20000] [--jobs=2]
         [--offline_name=NAME --offline_set SECTION.FIELD=VALUE ...] [--online_name=NAME --online_set ...]
+        [--methods=sft,cal_conrft,hil_conrft,hg_dagger,rlpd_embedding,rlpd_pixels]
 
 For every task and seed (`tools/sim_stages.py`, resumable): record demos with the scripted
 operator (seeded) -> convert -> SFT -> embed -> Cal-ConRFT -> HIL-ConRFT with the scripted
@@ -13,6 +14,11 @@ intervention rate), writes `table.md`, `summary.json`, `settings.json` (with the
 and one PNG per task of success rate vs online env steps (HIL-ConRFT's periodic evaluations,
 mean and per seed, with SFT and Cal-ConRFT as reference lines) to `--results`. Variants share
 earlier stages: `--offline_name`/`--online_name` name the variant folders their overrides go to.
+`--methods` adds the other online methods of the agent registry (HG-DAgger, RLPD with the VLA
+embedding or with pixel encoders), each from the same SFT run, demos, intervener, env-step
+budget and evaluation seeds: a second table (one row per task and method: success, episode
+length, interventions per episode in the first and last quarter of the run, learner wall-clock)
+and every method's curve in the task's PNG.
 `--jobs=N` runs N (task, seed) pipelines as parallel processes. The last stdout line is a JSON
 summary.
 """
@@ -43,6 +49,14 @@ from vlarft.tools.sim_stages import (PipelineSettings, TaskPipeline, add_setting
                                      settings_from_args)
 
 STAGES = (("sft", "SFT"), ("cal_conrft", "Cal-ConRFT"), ("hil_conrft", "HIL-ConRFT"))
+# --methods: every row of the comparison table; the online ones also have a curve per task.
+METHODS = {"sft": "SFT only", "cal_conrft": "Cal-ConRFT only", "hil_conrft": "HIL-ConRFT", "hg_dagger": "HG-DAgger",
+           "rlpd_embedding": "RLPD (VLA embedding)", "rlpd_pixels": "RLPD (pixel encoders)"}
+# The other online methods: (registered agent, config overrides), run from the SFT workdir.
+BASELINES = {"hg_dagger": ("hg_dagger", ()), "rlpd_embedding": ("rlpd", ("critic.input=embedding",)),
+             "rlpd_pixels": ("rlpd", ("critic.input=pixels",))}
+ONLINE_METHODS = ("hil_conrft", *BASELINES)
+STAGES_KEYS = tuple(key for key, _ in STAGES)
 ROBOT_HZ = 10.0
 BENCHMARK_DEFAULTS = PipelineSettings(eval_episodes=50, online_env_steps=20000, online_eval_every=2000,
                                       online_eval_episodes=10)
@@ -84,6 +98,74 @@ def summarize(task_runs: dict[str, list[dict]]) -> dict:
     return summary
 
 
+def print_table(columns: list[str], rows: list[list[str]], console: Console, title: str) -> str:
+    """Prints a table; returns it as Markdown."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(file=console.file, width=max(console.width, 200)).print(table)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def intervention_quarters(workdir: Path) -> list[float]:
+    """Interventions (human takeovers) per online episode in each quarter of the run, in order."""
+    path = workdir / "online_episodes.jsonl"
+    episodes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not episodes:
+        return []
+    return [float(np.mean([e["intervention_segments"] for e in part])) for part in np.array_split(episodes, 4)
+            if len(part)]
+
+
+def summarize_methods(task_runs: dict[str, list[dict]], methods: Sequence[str]) -> dict:
+    """Per task and method: (mean, half-width) over seeds of the final success rate, mean episode
+    length, learner wall-clock minutes and, online, env steps, interventions per episode (first
+    and last quarter of the run) and intervention share."""
+    summary = {}
+    for task, runs in task_runs.items():
+        summary[task] = {}
+        for method in methods:
+            results = [r[method] for r in runs if method in r]
+            if not results:
+                continue
+            row = {field: interval([r[field] for r in results]) for field in ("success_rate", "mean_episode_length")}
+            row["wall_minutes"] = interval([r.get("online_minutes", r.get("stage_wall_s", float("nan")) / 60)
+                                            for r in results])
+            if method in ONLINE_METHODS:
+                row["env_steps"] = interval([r["env_steps"] for r in results])
+                row["intervention_rate"] = interval([r["intervention_rate"] for r in results])
+                quarters = [r.get("intervention_quarters") or [float("nan")] for r in results]
+                row["interventions_first"] = interval([q[0] for q in quarters])
+                row["interventions_last"] = interval([q[-1] for q in quarters])
+                row["updates_per_env_step"] = interval([r.get("updates_per_env_step") for r in results])
+            row["per_seed"] = [r["success_rate"] for r in results]
+            summary[task][method] = row
+    return summary
+
+
+def render_methods_table(summary: dict, console: Console, title: str) -> str:
+    """Prints the methods comparison (one row per task and method); returns it as Markdown."""
+    pct = lambda m: "-" if m is None else f"{100 * m[0]:.0f} ± {100 * m[1]:.0f}%"
+    num = lambda m, digits=1: "-" if m is None else f"{m[0]:.{digits}f} ± {m[1]:.{digits}f}"
+    columns = ["task", "method", "seeds", "success", "episode length", "online env steps",
+               "interventions / episode (first → last quarter)", "intervention share", "updates / env step",
+               "learner wall-clock min"]
+    rows = []
+    for task, methods in summary.items():
+        for method, row in methods.items():
+            first, last = row.get("interventions_first"), row.get("interventions_last")
+            rows.append([task, METHODS[method], str(len(row["per_seed"])), pct(row["success_rate"]),
+                         num(row["mean_episode_length"]), num(row.get("env_steps"), 0),
+                         "-" if first is None else f"{num(first, 2)} → {num(last, 2)}",
+                         pct(row.get("intervention_rate")),
+                         num(row.get("updates_per_env_step"), 2), num(row["wall_minutes"])])
+    return print_table(columns, rows, console, title)
+
+
 def render_table(summary: dict, console: Console, title: str) -> str:
     """Prints Table I; returns it as Markdown."""
     pct = lambda m: "-" if m is None else f"{100 * m[0]:.0f} ± {100 * m[1]:.0f}%"
@@ -97,44 +179,43 @@ def render_table(summary: dict, console: Console, title: str) -> str:
                      *(num(stage(row, key, "mean_episode_length")) for key, _ in STAGES),
                      num(row.get("online_env_steps"), 0), num(row.get("robot_minutes")),
                      pct(row.get("intervention_rate")), num(row.get("updates_per_env_step"), 2)])
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    Console(file=console.file, width=max(console.width, 200)).print(table)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return print_table(columns, rows, console, title)
 
 
-def plot_curves(task: str, runs: list[dict], summary_row: dict, path: Path) -> str:
-    """Success rate vs online env steps: HIL-ConRFT's periodic evaluations per seed and their
-    mean, with the SFT and Cal-ConRFT final success as reference lines."""
+COLORS = {"hil_conrft": "tab:blue", "hg_dagger": "tab:green", "rlpd_embedding": "tab:red",
+          "rlpd_pixels": "tab:purple", "sft": "tab:gray", "cal_conrft": "tab:orange"}
+
+
+def plot_curves(task: str, runs: list[dict], summary_row: dict, path: Path,
+                methods: Sequence[str] = STAGES_KEYS) -> str:
+    """Success rate vs online env steps: every online method's periodic evaluations per seed and
+    their mean, with the SFT and Cal-ConRFT final success as reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    curves = []
-    for seed, run in zip(summary_row["seed_list"], runs):
-        points = run.get("hil_conrft", {}).get("evaluations") or []
-        if points:
-            x = [p["env_steps"] for p in points]
-            y = [p["success_rate"] for p in points]
-            ax.plot(x, y, color="tab:blue", alpha=0.35, linewidth=1, marker=".", label=f"HIL-ConRFT seed {seed}")
-            curves.append((x, y))
-    if curves:  # the k-th evaluations of the seeds (taken at the first episode end once due) averaged
-        k = min(len(x) for x, _ in curves)
-        ax.plot([np.mean([x[i] for x, _ in curves]) for i in range(k)],
-                [np.mean([y[i] for _, y in curves]) for i in range(k)], color="tab:blue", linewidth=2.5,
-                marker="o", label="HIL-ConRFT (mean over seeds)")
-    for (key, name), color in zip(STAGES[:2], ("tab:gray", "tab:orange")):
-        if key not in summary_row:
+    for method in (m for m in methods if m in ONLINE_METHODS):
+        curves, color = [], COLORS[method]
+        for seed, run in zip(summary_row["seed_list"], runs):
+            points = run.get(method, {}).get("evaluations") or []
+            if points:
+                x = [p["env_steps"] for p in points]
+                y = [p["success_rate"] for p in points]
+                ax.plot(x, y, color=color, alpha=0.3, linewidth=1, marker=".")
+                curves.append((x, y))
+        if curves:  # the k-th evaluations of the seeds (taken at the first episode end once due) averaged
+            k = min(len(x) for x, _ in curves)
+            ax.plot([np.mean([x[i] for x, _ in curves]) for i in range(k)],
+                    [np.mean([y[i] for _, y in curves]) for i in range(k)], color=color, linewidth=2.5,
+                    marker="o", label=f"{METHODS[method]} (mean of {len(curves)} seeds; thin: per seed)")
+    for key in ("sft", "cal_conrft"):
+        if key not in summary_row or key not in methods:
             continue
         mean, half = summary_row[key]["success_rate"]
-        ax.axhline(mean, color=color, linestyle="--", label=f"{name} final ({100 * mean:.0f} ± {100 * half:.0f}%)")
+        ax.axhline(mean, color=COLORS[key], linestyle="--",
+                   label=f"{METHODS[key]} final ({100 * mean:.0f} ± {100 * half:.0f}%)")
     ax.set_xlabel("online env steps")
     ax.set_ylabel("success rate (deterministic policy)")
     ax.set_ylim(-0.03, 1.03)
@@ -157,11 +238,18 @@ def run_one(task: str, seed: int, args, settings: PipelineSettings, beam_args, c
     root = Path(args.results) / "runs" / task / f"seed{seed}"
     pipeline = TaskPipeline(task, root, dataclasses.replace(settings, seed=seed), beam_args,
                             log=lambda m: console.print(f"[seed {seed}] {m}"), show_progress=args.jobs <= 1)
+    methods = args.methods.split(",")
     results = {"demos": pipeline.demos(), "sft": pipeline.sft()}
-    if args.until in ("offline", "online"):
+    conrft = [m for m in ("cal_conrft", "hil_conrft") if m in methods]
+    if conrft and args.until in ("offline", "online"):
         results["cal_conrft"] = pipeline.offline(args.offline_name)
-    if args.until == "online":
-        results["hil_conrft"] = pipeline.online(args.offline_name, args.online_name)
+    if "hil_conrft" in methods and args.until == "online":
+        results["hil_conrft"] = dict(pipeline.online(args.offline_name, args.online_name), intervention_quarters=(
+            intervention_quarters(root / "online" / args.offline_name / args.online_name)))
+    for method in (m for m in methods if m in BASELINES and args.until == "online"):
+        agent, overrides = BASELINES[method]
+        results[method] = dict(pipeline.baseline(agent, method, overrides),
+                               intervention_quarters=intervention_quarters(root / "online_agents" / method))
     return results
 
 
@@ -182,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--offline_name", default="default", help="folder name of the offline variant")
     parser.add_argument("--online_name", default="default", help="folder name of the online variant")
+    parser.add_argument("--methods", default="sft,cal_conrft,hil_conrft",
+                        help=f"comma-separated rows of the comparison table: {', '.join(METHODS)}")
     parser.add_argument("--until", choices=("sft", "offline", "online"), default="online",
                         help="last stage to run (the table shows the stages run)")
     parser.add_argument("--jobs", type=int, default=1, help="(task, seed) pipelines run in parallel processes")
@@ -189,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_settings_arguments(parser, BENCHMARK_DEFAULTS)
     args, beam_args = parser.parse_known_args(argv)
     settings = settings_from_args(args, BENCHMARK_DEFAULTS)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
     console = Console(stderr=True)
     tasks = [t for t in args.tasks.split(",") if t]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -215,17 +309,22 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{settings.eval_episodes} evaluation episodes per policy (offline '{args.offline_name}', "
              f"online '{args.online_name}')")
     markdown = render_table(summary, console, title)
+    compared = summarize_methods(task_runs, methods)
+    methods_title = (f"Online methods on the simulator: mean ± 95% interval over {len(seeds)} seed(s), "
+                     f"{settings.eval_episodes} evaluation episodes per policy, {settings.online_env_steps} env steps")
+    markdown += f"\n{methods_title}\n\n" + render_methods_table(compared, console, methods_title)
     name = f"{args.offline_name}__{args.online_name}"
     (results / f"table_{name}.md").write_text(f"{title}\n\n{markdown}")
     plots = {}
     for task, runs in task_runs.items():
         summary[task]["seed_list"] = seeds
-        plots[task] = plot_curves(task, runs, summary[task], results / f"success_vs_env_steps_{task}_{name}.png")
-    record = {"settings": dataclasses.asdict(settings), "tasks": tasks, "seeds": seeds,
+        plots[task] = plot_curves(task, runs, {**summary[task], **compared[task]},
+                                  results / f"success_vs_env_steps_{task}_{name}.png", methods)
+    record = {"settings": dataclasses.asdict(settings), "tasks": tasks, "seeds": seeds, "methods": methods,
               "offline_name": args.offline_name, "online_name": args.online_name, "revision": git_revision(),
               "wall_minutes": (time.time() - start) / 60}
     (results / f"settings_{name}.json").write_text(json.dumps(jsonable(record), indent=1))
-    out = {**record, "summary": summary, "plots": plots}
+    out = {**record, "summary": summary, "methods_summary": compared, "plots": plots}
     (results / f"summary_{name}.json").write_text(json.dumps(jsonable(out), indent=1))
     print(json.dumps(jsonable(out)))
     return 0

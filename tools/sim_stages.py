@@ -9,6 +9,7 @@ A `TaskPipeline` owns one folder:
     <root>/sft/                 SFT workdir (+ result.json once finished)
     <root>/offline/<name>/      a Cal-ConRFT variant on the SFT embeddings
     <root>/online/<offline name>/<name>/   a HIL-ConRFT variant started from that offline run
+    <root>/online_agents/<name>/           another online method (HG-DAgger, RLPD) from the SFT run
 
 A stage whose `result.json` exists is not run again (a killed run resumes at the stage it was
 in, and training inside a stage resumes from its checkpoints), so variants of a later stage
@@ -149,6 +150,27 @@ class TaskPipeline:
 
         return self._cached(workdir, run, f"online HIL-ConRFT '{name}'",
                             f"{self.settings.online_env_steps} env steps, scripted interventions")
+
+    def baseline(self, agent: str, name: str, overrides: Sequence[str] = ()) -> dict:
+        """Another online method (`agents/registry.py`, e.g. hg_dagger, rlpd) from this task's SFT
+        run and embedded dataset, with the online stage's settings (budget, intervener,
+        evaluations) and `overrides` after them; under <root>/online_agents/<name>."""
+        workdir = self.root / "online_agents" / name
+        dataset = self.embedded()
+
+        def run() -> dict:
+            s = self.settings
+            self.log(f"{self.task}: online {agent} '{name}' with scripted interventions "
+                     f"({s.online_env_steps} env steps)")
+            config = with_overrides(self._config("online"), tuple(overrides))
+            config = dataclasses.replace(config, online=dataclasses.replace(
+                config.online, agent=agent, env_steps=s.online_env_steps, teleop="scripted_intervention",
+                eval_every=s.online_eval_every, eval_episodes=s.online_eval_episodes))
+            loss = self._loss(config, "online", tuple(s.online_overrides) + tuple(overrides))
+            options = dataclasses.replace(self._options(dataset, workdir, 0), init_from=str(self.root / "sft"))
+            return run_online(options, config, loss)
+
+        return self._cached(workdir, run)
 
     def all_stages(self, offline_name: str = "default", online_name: str = "default") -> dict:
         """Every stage's result: {"demos", "sft", "cal_conrft", "hil_conrft"}."""

@@ -25,6 +25,7 @@ from vlarft.agents.evaluation import run_episodes
 from vlarft.agents.online_log import EpisodeStats, EvalPoint, OnlineRecord
 from vlarft.agents.parameters import Published, ReverbParameterStore, UntrustedPublication
 from vlarft.datasets.episode_builder import EpisodeBuilder
+from vlarft.datasets.frames import as_stored
 from vlarft.datasets.raw_episodes import next_episode_path, write_raw_episode
 from vlarft.datasets.replay.reliable import CollectionStats
 from vlarft.datasets.replay.tables import ReplayError
@@ -107,14 +108,18 @@ class OnlineActor(threading.Thread):
 
     `writer` is a `ReliableWriter`: when the replay server dies the actor acts on with its last
     parameters and journals the steps until the server is back. `wait_durable` (a remote actor)
-    makes it stay at the end until its learner has checkpointed every step.
+    makes it stay at the end until its learner has checkpointed every step. `cameras`: the
+    cameras whose frames (as stored, `datasets.frames.as_stored`) the replay transitions also hold
+    (a pixel critic or pixel actor; default none: embedding + proprio only).
     """
 
     def __init__(self, *, make_env: Callable[[], Any], policy, writer, store: ReverbParameterStore, episode_dir: str,
                  spec: EpisodeSpec, env_steps: int, steps_before: int, seed: int, record: OnlineRecord,
                  stop: threading.Event, evaluation: PeriodicEvaluation | None = None, actor_index: int = 0,
-                 operator: str = "scripted_intervention", wait_durable: bool = False):
+                 operator: str = "scripted_intervention", wait_durable: bool = False,
+                 cameras: tuple[str, ...] = ()):
         super().__init__(name="online-actor", daemon=True)
+        self.cameras = tuple(cameras)
         self.make_env, self.env = make_env, None  # built in the actor's thread: its GL context lives there
         self.policy, self.writer = policy, writer
         self.episode_dir, self.spec, self.env_steps, self.seed = episode_dir, spec, env_steps, seed
@@ -213,6 +218,12 @@ class OnlineActor(threading.Thread):
                                             episodes=self.episodes, intervention_steps=self.intervention_steps,
                                             run_s=time.monotonic() - self.started)
 
+    def _replay_observation(self, observation) -> dict:
+        """What replay stores of the observation the policy acted on last: its embedding, the
+        proprio and the frames of `cameras`."""
+        stored = {"embedding": self.policy.last_embedding, "state": observation["state"]}
+        return {**stored, **{f"image_{c}": as_stored(observation[f"image_{c}"]) for c in self.cameras}}
+
     def _maybe_evaluate(self) -> None:
         if self.next_eval is None or self.total_steps < self.next_eval or self.stop.is_set():
             return
@@ -243,12 +254,12 @@ class OnlineActor(threading.Thread):
         action = self.policy.act(observation)
         steps = []
         while True:
-            embedding, state = self.policy.last_embedding, observation["state"]
+            replay_observation = self._replay_observation(observation)
             observation, reward, terminated, truncated, info = self.env.step(action)
             outcome = operator_outcome(reward, terminated, truncated, info)
             terminated, truncated = outcome.terminated, outcome.truncated or outcome.rerecord
             executed, intervened = info["executed_action"], bool(info[INFO_INTERVENTION])
-            steps.append({"observation": {"embedding": embedding, "state": state}, "action": executed,
+            steps.append({"observation": replay_observation, "action": executed,
                           "reward": outcome.reward, "discount": 0.0 if terminated else 1.0, "mc_return": 0.0,
                           "intervention": intervened})
             self.writer.append(steps[-1])
@@ -261,7 +272,7 @@ class OnlineActor(threading.Thread):
             action = self.policy.act(observation)  # also embeds the new observation
             if terminated or truncated or self.stop.is_set():
                 break
-        self.writer.append({"observation": {"embedding": self.policy.last_embedding, "state": observation["state"]},
+        self.writer.append({"observation": self._replay_observation(observation),
                             "action": np.zeros(self.spec.action_dim, np.float32), "reward": 0.0,
                             "discount": 0.0 if terminated else 1.0, "mc_return": 0.0, "intervention": False})
         self.writer.end_episode()

@@ -22,7 +22,6 @@ import jax
 
 from vlarft.agents import stage_gate, training
 from vlarft.agents.builder import ConRFTBuilder
-from vlarft.agents.checkpointing import Checkpointer
 from vlarft.agents.config import AgentConfig, LossConfig, config_to_json
 from vlarft.agents.export import PolicyExport, export_policy, load_policy_export
 from vlarft.agents.metrics_log import TrainingLog
@@ -32,6 +31,7 @@ from vlarft.agents.online.watermarks import DurableSaver
 from vlarft.agents.online_log import OnlineRecord
 from vlarft.agents.parameters import ReverbParameterStore, UntrustedPublication, learner_secret, read_secret
 from vlarft.agents.plots import online_report
+from vlarft.agents.registry import agent_builder
 from vlarft.datasets.raw_episodes import recorded_transitions
 from vlarft.datasets.reader import dataset_spec
 from vlarft.datasets.replay import connect
@@ -44,8 +44,9 @@ from vlarft.robot_io.teleop import make_device_for
 
 
 def run_online(options: training.StageOptions, config: AgentConfig, loss: LossConfig) -> dict:
-    """HIL-ConRFT from an offline (Cal-ConRFT) workdir with `config.online`; returns the final
-    evaluation + online figures."""
+    """HIL-ConRFT from an offline (Cal-ConRFT) workdir with `config.online`, or the agent
+    `config.online.agent` names (`agents/registry.py`) from the workdir it starts from; returns
+    the final evaluation + online figures."""
     start = time.time()
     online = config.online
     if online.role == "learner" and not online.replay_port:
@@ -54,12 +55,16 @@ def run_online(options: training.StageOptions, config: AgentConfig, loss: LossCo
     if online.role == "actor" and not online.params_secret_file:
         raise ValueError("--role=actor needs --params_secret_file=FILE: a copy (mode 0600) of the learner's "
                          "<workdir>/params_secret, which authenticates the parameters it publishes")
+    builder_class = agent_builder(online.agent)
+    stages = " or ".join(builder_class.init_stages)
     if not options.init_from:
-        raise training.ConfigMismatchError("--stage=online needs --init_from=OFFLINE_WORKDIR (a Cal-ConRFT run)")
+        raise training.ConfigMismatchError(f"--stage=online --agent={online.agent} needs --init_from=WORKDIR "
+                                           f"(a run of the {stages} stage)")
     export = load_policy_export(options.init_from)
-    if export.meta.get("stage") != "offline":
+    if export.meta.get("stage") not in builder_class.init_stages:
         raise training.ConfigMismatchError(f"{options.init_from} holds a {export.meta.get('stage')!r} policy; "
-                                           f"--init_from must be an offline (Cal-ConRFT) workdir")
+                                           f"--agent={online.agent} starts from a workdir of the {stages} stage "
+                                           f"(--init_from)")
     config = training.with_backbone_of(config, export)
     if online.max_actors < 1:
         raise ValueError(f"--actor_slots={online.max_actors}: a learner needs at least one actor slot")
@@ -77,15 +82,22 @@ def _env_name(options: training.StageOptions, export: PolicyExport) -> str:
 
 def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, start: float) -> dict:
     online = config.online
+    from_offline = export.meta.get("stage") == "offline"
+    if not (from_offline or options.dataset_dir):
+        raise training.ConfigMismatchError(f"--agent={online.agent} from the {export.meta.get('stage')} run "
+                                           f"{options.init_from} needs --dataset_dir=<its embedded dataset> "
+                                           f"(pipelines/embed_dataset.py)")
     dataset_dir = options.dataset_dir or export.meta["dataset_dir"]
     spec = dataset_spec(dataset_dir)
     options = dataclasses.replace(options, dataset_dir=dataset_dir)
-    training.check_dataset(spec, options, {**export.meta["spec"], "source": "the offline policy"})
-    training.check_same_networks(config, export.config, f"the offline run {options.init_from}", critic=True)
+    training.check_dataset(spec, options, {**export.meta["spec"], "source": "the starting policy"})
+    if not from_offline:
+        training.check_embedding_backbone(dataset_dir, export, options.init_from)
+    training.check_same_networks(config, export.config, f"the run {options.init_from}", critic=from_offline)
     checkpointer, resumed = training.open_checkpointer(options, config, "online")
     secret = learner_secret(options.workdir)  # signs the parameter publications
-    builder = ConRFTBuilder(config, loss, spec, export, online=True,
-                            actor_lead=online.actor_lead(_env_name(options, export)))
+    builder = agent_builder(online.agent)(config, loss, spec, export, online=True,
+                                          actor_lead=online.actor_lead(_env_name(options, export)))
     server = builder.make_replay_server(checkpoint_dir=str(Path(options.workdir) / "replay"), port=online.replay_port)
     if online.role == "learner":
         (Path(options.workdir) / "replay_address").write_text(server.address)
@@ -103,14 +115,13 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         demo_only = builder.make_iterator(server.address, demo_only=True)
         state = builder.parallel.replicate(learner.init(jax.random.PRNGKey(config.train.seed), next(demo_only)))
         demo_only.close()
-        offline = Checkpointer(Path(options.init_from) / "checkpoints")
-        offline_state, _ = offline.restore(state)
-        offline.close()
+        offline_state = builder.starting_state(learner, state, options.init_from)
         gate = {}
         if resumed:
             state, _ = checkpointer.restore(state)
-        else:
+        elif builder.runs_gate:
             gate = _check_offline_policy(options, config, learner, builder, export, offline_state, spec)
+        if not resumed:
             state = learner.reset_optimizers(offline_state) if online.reset_optimizer else offline_state
             state = builder.parallel.replicate(state)
         first_step = int(state.step)
@@ -119,7 +130,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         if restored is not None:
             store.durable = restored.durable
         store.publish(state.policy_params, first_step)
-        meta = {**export.meta, "stage": "online", "config": config_to_json(config), "loss": dataclasses.asdict(loss),
+        meta = {**export.meta, "stage": "online", "agent": online.agent, "config": config_to_json(config),
+                "loss": dataclasses.asdict(loss),
                 "offline_from": os.path.abspath(options.init_from)}
 
         def checkpoint(s):
@@ -144,7 +156,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
                            progress=(lambda: actor.total_steps) if actor else (lambda: int(loop.state.step)),
                            publish_every=online.publish_every, log_every=config.train.log_every,
                            checkpoint_every=config.train.checkpoint_every,
-                           actor_from=int(export.meta.get("learner_step", 0)) + config.train.critic_warmup_steps,
+                           actor_from=(int(export.meta.get("learner_step", 0)) if from_offline else 0)
+                           + config.train.critic_warmup_steps,
                            steps_per_dispatch=online.steps_per_dispatch)
         try:
             state = loop.run()
@@ -278,10 +291,10 @@ def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: Episo
         base_env = env_factory()
         return InterventionWrapper(base_env, make_device_for(online.teleop, base_env, config.train.seed))
 
-    store = ReverbParameterStore(client, builder.export.head_params, online.max_actors, secret=secret)  # its reader
+    store = ReverbParameterStore(client, builder.acting_template(), online.max_actors, secret=secret)  # its reader
 
     def watermark(new_client) -> int | None:
-        published = ReverbParameterStore(new_client, builder.export.head_params, online.max_actors,
+        published = ReverbParameterStore(new_client, builder.acting_template(), online.max_actors,
                                          secret=secret).latest()
         return None if published is None else published.durable_for(online.actor_index)
 
@@ -304,7 +317,8 @@ def make_actor(options, config: AgentConfig, builder: ConRFTBuilder, spec: Episo
                        steps_before=done_before,
                        seed=config.train.seed + 50_000 + 1_000_003 * online.actor_index + first_step + done_before,
                        record=record, stop=stop, evaluation=evaluation, actor_index=online.actor_index,
-                       operator=online.teleop, wait_durable=online.role == "actor")
+                       operator=online.teleop, wait_durable=online.role == "actor",
+                       cameras=tuple(k[len("image_"):] for k in builder.observation_keys if k.startswith("image_")))
 
 
 def _run_actor_role(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, start: float) -> dict:
@@ -333,7 +347,7 @@ def _act(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, s
     (a restarted actor's earlier steps are on the server)."""
     online = config.online
     earlier = read_progress(client, online.max_actors)[online.actor_index]
-    builder = ConRFTBuilder(config, loss, spec, export, online=True)
+    builder = agent_builder(online.agent)(config, loss, spec, export, online=True)
     record = OnlineRecord(options.workdir)
     stop = threading.Event()
     actor = make_actor(options, config, builder, spec, online.replay_address, client, record, stop, 0,
