@@ -505,7 +505,8 @@ def test_sigterm_saves_everything_and_the_same_command_resumes(demos, embedded, 
            "--online_gate=off"]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while len(list_raw_episodes(workdir / "episodes")) < 2:
+    learned = lambda: (workdir / "checkpoints").exists() and (Checkpointer(workdir / "checkpoints").latest_step() or 0) > 20
+    while len(list_raw_episodes(workdir / "episodes")) < 2 or not learned():  # mid-run: both sides have progressed
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
