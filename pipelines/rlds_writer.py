@@ -97,7 +97,10 @@ class ReadAndSerialize(beam.DoFn):
         self.serializer = None
 
     def setup(self):
+        import tensorflow as tf
+
         self.serializer = EpisodeSerializer(self.config.spec)
+        tf.io.gfile.makedirs(os.path.join(self.config.work_dir, SPILL_DIR))  # once per worker, not per episode
 
     def process(self, path: str) -> Iterator:
         for item in self.reader(path):
@@ -121,12 +124,11 @@ class ReadAndSerialize(beam.DoFn):
 
 
 def spill(work_dir: str, eid: str, path: str, data: bytes) -> str:
-    """Writes one serialized episode to its spill file (atomically: a retried bundle rewrites the
-    same bytes under the same name) and returns the file's name."""
+    """Writes one serialized episode to its spill file in `work_dir/SPILL_DIR` (atomically: a
+    retried bundle rewrites the same bytes under the same name) and returns the file's name."""
     import tensorflow as tf
 
-    folder = os.path.join(work_dir, SPILL_DIR)
-    tf.io.gfile.makedirs(folder)
+    folder = os.path.join(work_dir, SPILL_DIR)  # made by ReadAndSerialize.setup
     name = hashlib.sha256("\0".join((eid, path)).encode()).hexdigest()
     final = os.path.join(folder, f"{name}.record")
     tmp = f"{final}.tmp-{os.getpid()}"
