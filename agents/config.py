@@ -242,6 +242,8 @@ class TrainConfig:
 
 
 # Online learner steps per jitted call: measured by tools/benchmark_online.py (WORKSPACE.md, "Speed (#11)").
+# Only for embedding-input networks: a `lax.scan` over pixel-encoder updates runs slower on XLA CPU
+# than one update per call (tools/benchmark_agent.py, tiny, batch 64: 2.4 vs 5.9 updates/s).
 STEPS_PER_DISPATCH = 4
 
 
@@ -293,7 +295,8 @@ class OnlineConfig:
         that authenticates its parameter publications (`agents/parameters.py`).
       steps_per_dispatch: learner steps the online learner runs per jitted call (`Learner.steps`,
         `lax.scan` over one sampled item of that many steps' rows): the Python dispatch, the
-        host->device copy and the metrics read-back are paid once per call (STEPS_PER_DISPATCH).
+        host->device copy and the metrics read-back are paid once per call. 0 (default): chosen by
+        `AgentConfig.steps_per_dispatch()` (STEPS_PER_DISPATCH, or 1 with pixel encoders).
         Publishing, logging and checkpoints happen between calls; the actor side of the UTD
         pacing is unchanged (the limiter counts samples, not calls).
     """
@@ -321,7 +324,7 @@ class OnlineConfig:
     slot_lease_s: float = 5.0
     retry_every_s: float = 2.0
     params_secret_file: str = ""
-    steps_per_dispatch: int = STEPS_PER_DISPATCH
+    steps_per_dispatch: int = 0
 
     BOOKKEEPING = ("gate", "gate_episodes", "env_steps", "teleop", "publish_every", "eval_every", "eval_episodes", "role", "replay_address",
                    "replay_port", "actor_index", "max_actors", "slot_lease_s", "retry_every_s", "params_secret_file",
@@ -367,6 +370,14 @@ class AgentConfig:
     train: TrainConfig = TrainConfig()
     online: OnlineConfig = OnlineConfig()
     sac: SACConfig = SACConfig()
+
+    def steps_per_dispatch(self) -> int:
+        """Online learner steps per jitted call: `online.steps_per_dispatch` if set, else
+        STEPS_PER_DISPATCH, or 1 when the critic convolves pixels (a scan over conv updates is
+        slower on XLA CPU than single calls)."""
+        if self.online.steps_per_dispatch:
+            return self.online.steps_per_dispatch
+        return 1 if self.critic.input == "pixels" else STEPS_PER_DISPATCH
 
 
 LOSS_PRESETS = ("stable", "paper", "reference")

@@ -53,8 +53,12 @@ STAGES = (("sft", "SFT"), ("cal_conrft", "Cal-ConRFT"), ("hil_conrft", "HIL-ConR
 METHODS = {"sft": "SFT only", "cal_conrft": "Cal-ConRFT only", "hil_conrft": "HIL-ConRFT", "hg_dagger": "HG-DAgger",
            "rlpd_embedding": "RLPD (VLA embedding)", "rlpd_pixels": "RLPD (pixel encoders)"}
 # The other online methods: (registered agent, config overrides), run from the SFT workdir.
+# RLPD with pixel encoders pays PIXEL_UTD critic updates per env step: a pixel update costs about
+# 10x an embedding one on this CPU (tools/benchmark_agent.py), and the lockstep actor waits for the
+# learner, so at UTD 1 its run would take ~10x the others' wall-clock (state it in the table).
+PIXEL_UTD = 0.25
 BASELINES = {"hg_dagger": ("hg_dagger", ()), "rlpd_embedding": ("rlpd", ("critic.input=embedding",)),
-             "rlpd_pixels": ("rlpd", ("critic.input=pixels",))}
+             "rlpd_pixels": ("rlpd", ("critic.input=pixels", f"online.updates_per_env_step={PIXEL_UTD}"))}
 ONLINE_METHODS = ("hil_conrft", *BASELINES)
 STAGES_KEYS = tuple(key for key, _ in STAGES)
 ROBOT_HZ = 10.0

@@ -30,7 +30,7 @@ import numpy as np
 import reverb
 
 from vlarft.agents.builder import ConRFTBuilder
-from vlarft.agents.config import OnlineConfig, get_config, loss_preset
+from vlarft.agents.config import STEPS_PER_DISPATCH, get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.metrics_log import TrainingLog
 from vlarft.agents.online.learner_loop import LearnerLoop
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=60, help="learner steps per loop round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--steps_per_dispatch", type=int, default=OnlineConfig.steps_per_dispatch)
+    parser.add_argument("--steps_per_dispatch", type=int, default=STEPS_PER_DISPATCH)
     parser.add_argument("--demo_transitions", type=int, default=2000)
     args = parser.parse_args(argv)
 
