@@ -130,6 +130,12 @@ class ConRFTBuilder:
                              np.asarray(normalizer.mean), np.asarray(normalizer.std), online_source,
                              rows_per_source=tuple(self.rows_per_source().values()))
 
+    @classmethod
+    def policy_from_export(cls, export: PolicyExport, *, deterministic: bool = True, steps: int = 1, seed: int = 0):
+        """The acting policy of an export this agent's online stage wrote (`tools/eval_policy.py`
+        via `registry.export_policy`): backbone + consistency head, `steps` sampler steps."""
+        return export.policy(deterministic=deterministic, steps=steps, seed=seed)
+
     def make_policy(self, head_params=None, *, deterministic: bool = True, seed: int = 0):
         """The acting policy: the export's backbone with `head_params` (default the export's head;
         learner parameters are fetched to the host first, whatever devices they live on)."""

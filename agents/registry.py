@@ -9,12 +9,15 @@ store, learner loop, checkpoints and evaluation are shared. To add a method, sub
     `state.policy_params`), usually a `Learner` subclass overriding `init` and `_update`;
   * `make_policy(params, deterministic=..., seed=...)` and `acting_template()`: the acting policy
     assembled around those parameters, and their shape for the actors' parameter store;
+  * `policy_from_export(export, ...)`: the acting policy of an export its online stage wrote
+    (`tools/eval_policy.py` acts through `export_policy` here);
   * `starting_state(learner, fresh, init_from)`, `init_stages`, `runs_gate`: where it starts.
 """
 
 from __future__ import annotations
 
 from vlarft.agents.builder import ConRFTBuilder
+from vlarft.agents.export import PolicyExport
 from vlarft.agents.hg_dagger import HGDAggerBuilder
 from vlarft.agents.rlpd import RLPDBuilder
 
@@ -30,3 +33,10 @@ def agent_builder(name: str) -> type[ConRFTBuilder]:
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r} (--agent / online.agent); known: {', '.join(AGENTS)}")
     return AGENTS[name]
+
+
+def export_policy(export: PolicyExport, *, deterministic: bool = True, steps: int = 1, seed: int = 0):
+    """The acting policy of any stage's export: the agent that wrote it (`meta["agent"]`, ConRFT's
+    consistency head for SFT/offline exports) assembles it."""
+    return agent_builder(export.meta.get("agent", "conrft")).policy_from_export(
+        export, deterministic=deterministic, steps=steps, seed=seed)

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from vlarft.agents import sac_losses
+from vlarft.agents.actor import ConRFTPolicy
 from vlarft.agents.builder import ConRFTBuilder
 from vlarft.agents.learner import Learner, LearnerState, loss_batch
 from vlarft.agents.networks import random_crop_observation
@@ -118,18 +119,26 @@ class RLPDBuilder(ConRFTBuilder):
 
     def make_policy(self, head_params=None, *, deterministic: bool = True, seed: int = 0):
         """The export's backbone (embeddings) with the Gaussian actor (`head_params`, default the template)."""
-        from vlarft.agents.actor import ConRFTPolicy
+        return gaussian_policy(self.export, self.config, self.acting_template() if head_params is None else head_params,
+                               deterministic=deterministic, seed=seed)
 
-        export, apply = self.export, self._actor().apply
-        return ConRFTPolicy(export.config, export.backbone_params,
-                            self.acting_template() if head_params is None else head_params,
-                            cameras=export.cameras, state_dim=export.meta["state_dim"],
-                            action_dim=export.meta["action_dim"], normalizer=export.normalizer,
-                            instruction=export.meta["instruction"], deterministic=deterministic, seed=seed,
-                            language_embedding=export.meta.get("language_embedding"),
-                            action_head=lambda params, observation, key: gaussian_actions(
-                                apply, params, observation, key, deterministic))
+    @classmethod
+    def policy_from_export(cls, export, *, deterministic: bool = True, steps: int = 1, seed: int = 0):
+        """An RLPD online export: its head file holds the Gaussian actor (`steps` has no meaning)."""
+        return gaussian_policy(export, export.config, export.head_params, deterministic=deterministic, seed=seed)
 
     def starting_state(self, learner, fresh, init_from: str):
         """A fresh actor, critic and temperature (no offline stage)."""
         return fresh
+
+
+def gaussian_policy(export, config, actor_params, *, deterministic: bool, seed: int):
+    """`export`'s backbone (embeddings, normaliser, instruction) acting through the tanh-Gaussian
+    actor of `config` (`config.sac`, `config.critic.input`) with `actor_params`."""
+    apply = GaussianActor(config.sac, config.critic, export.cameras, export.meta["action_dim"]).apply
+    return ConRFTPolicy(export.config, export.backbone_params, actor_params, cameras=export.cameras,
+                        state_dim=export.meta["state_dim"], action_dim=export.meta["action_dim"],
+                        normalizer=export.normalizer, instruction=export.meta["instruction"],
+                        deterministic=deterministic, seed=seed, language_embedding=export.meta.get("language_embedding"),
+                        action_head=lambda params, observation, key: gaussian_actions(
+                            apply, params, observation, key, deterministic))

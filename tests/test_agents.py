@@ -8,6 +8,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from vlarft.agents.config import loss_preset
 from vlarft.agents.hg_dagger import BCLearner
 from vlarft.agents.registry import AGENTS, agent_builder
 from vlarft.agents.rlpd import RLPDLearner
+from vlarft.tools import eval_policy
 
 STATE_DIM, ACTION_DIM = 19, 7
 
@@ -106,6 +108,12 @@ def test_each_baseline_acts_and_learns_through_the_online_command(agent, sft_run
     assert {"success_rate", "mean_episode_length", "episodes"} <= set(result)
     meta = json.loads((tmp_path / agent / "policy" / "policy.json").read_text())
     assert meta["agent"] == agent and meta["stage"] == "online"
+    # The export acts through the evaluation tool with the agent's own head (RLPD: the Gaussian
+    # actor its head file holds, not a consistency head), deterministic: two runs agree.
+    evals = [eval_policy.run(eval_policy.parse_args([f"--policy={tmp_path / agent}", "--episodes=1", "--no_progress",
+                                                     f"--out={tmp_path / f'eval{i}'}"])) for i in range(2)]
+    assert evals[0]["agent"] == agent and evals[0]["episodes"] == 1
+    assert evals[0]["lengths"] == evals[1]["lengths"] and Path(evals[0]["video"]).stat().st_size > 0
     # A resume refuses another agent (the agent is part of the run's learning config).
     other = {"hg_dagger": "rlpd", "rlpd": "hg_dagger"}[agent]
     refused = subprocess.run([sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", f"--agent={other}",

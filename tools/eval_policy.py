@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from vlarft.agents import plots
     from vlarft.agents.export import load_policy_export
+    from vlarft.agents.registry import export_policy
 
     start = time.time()
     export = load_policy_export(args.policy)
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     env_name = args.env or f"sim:{export.meta.get('task', '')}"
     recorder = EpisodeRecorder(make_policy_env(export.meta, args.env), args.video_dir or str(out),
                                record=args.episodes if args.all_videos else 1)
-    policy = export.policy(deterministic=not args.stochastic, steps=args.sampler_steps, seed=args.seed)
+    policy = export_policy(export, deterministic=not args.stochastic, steps=args.sampler_steps, seed=args.seed)
     with Progress(console=Console(stderr=True), disable=args.no_progress, transient=True) as bar:
         task = bar.add_task("episodes", total=args.episodes)
         result = evaluate(policy, lambda: recorder, args.episodes, seed=args.seed,
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
     report = training_curves(workdir, out) if args.report else []
     summary |= {"video": recorder.videos[0] if recorder.videos else "", "videos": recorder.videos, "chart": chart,
                 "report": report, "policy": str(workdir.resolve()), "env": env_name,
-                "stage": export.meta.get("stage", ""), "learner_step": export.meta.get("learner_step"),
+                "stage": export.meta.get("stage", ""), "agent": export.meta.get("agent", "conrft"), "learner_step": export.meta.get("learner_step"),
                 "deterministic": not args.stochastic, "sampler_steps": args.sampler_steps,
                 "wall_s": round(time.time() - start, 2)}
     (out / "eval.json").write_text(json.dumps(summary, indent=1))
