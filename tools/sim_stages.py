@@ -160,8 +160,6 @@ class TaskPipeline:
 
         def run() -> dict:
             s = self.settings
-            self.log(f"{self.task}: online {agent} '{name}' with scripted interventions "
-                     f"({s.online_env_steps} env steps)")
             config = with_overrides(self._config("online"), tuple(overrides))
             config = dataclasses.replace(config, online=dataclasses.replace(
                 config.online, agent=agent, env_steps=s.online_env_steps, teleop="scripted_intervention",
@@ -170,7 +168,8 @@ class TaskPipeline:
             options = dataclasses.replace(self._options(dataset, workdir, 0), init_from=str(self.root / "sft"))
             return run_online(options, config, loss)
 
-        return self._cached(workdir, run)
+        return self._cached(workdir, run, f"online {agent} '{name}'",
+                            f"{self.settings.online_env_steps} env steps, scripted interventions")
 
     def all_stages(self, offline_name: str = "default", online_name: str = "default") -> dict:
         """Every stage's result: {"demos", "sft", "cal_conrft", "hil_conrft"}."""
