@@ -430,3 +430,19 @@ def test_small_backbone_shapes():
     assert sorted(k for k in params if k.startswith("block")) == sorted(f"block{i}" for i in range(12))
     assert params["block11"]["attention"]["query"]["kernel"].shape == (384, 6, 64)
     assert 2e7 < n_params(params) < 3e7, n_params(params)
+
+
+@pytest.mark.parametrize("shape", [(4, 32, 32, 8), (2, 33, 31, 3), (1, 5, 5, 1)])
+def test_encoder_max_pool_matches_flax_and_its_gradient_has_no_select_and_scatter(shape):
+    from vlarft.agents.networks.critic import max_pool_same
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+    reference = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
+    assert jnp.array_equal(max_pool_same(x, 3, 2), reference)
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=reference.shape), jnp.float32)
+    ours = jax.grad(lambda v: (max_pool_same(v, 3, 2) * weights).sum())
+    flax_grad = jax.grad(lambda v: (nn.max_pool(v, (3, 3), (2, 2), padding="SAME") * weights).sum())(x)
+    np.testing.assert_array_equal(ours(x), flax_grad)  # random values: no ties, the same routing
+    # select_and_scatter (reduce_window's gradient) and scatters run as scalar loops on XLA CPU.
+    compiled = jax.jit(ours).lower(x).compile().as_text()
+    assert "select-and-scatter" not in compiled and "scatter(" not in compiled and " while(" not in compiled
