@@ -109,11 +109,11 @@ def test_each_baseline_acts_and_learns_through_the_online_command(agent, sft_run
     meta = json.loads((tmp_path / agent / "policy" / "policy.json").read_text())
     assert meta["agent"] == agent and meta["stage"] == "online"
     # The export acts through the evaluation tool with the agent's own head (RLPD: the Gaussian
-    # actor its head file holds, not a consistency head), deterministic: two runs agree.
-    evals = [eval_policy.run(eval_policy.parse_args([f"--policy={tmp_path / agent}", "--episodes=1", "--no_progress",
-                                                     f"--out={tmp_path / f'eval{i}'}"])) for i in range(2)]
-    assert evals[0]["agent"] == agent and evals[0]["episodes"] == 1
-    assert evals[0]["lengths"] == evals[1]["lengths"] and Path(evals[0]["video"]).stat().st_size > 0
+    # actor its head file holds, not a consistency head).
+    evaluated = eval_policy.run(eval_policy.parse_args([f"--policy={tmp_path / agent}", "--episodes=1",
+                                                        "--no_progress", f"--out={tmp_path / 'eval'}"]))
+    assert evaluated["agent"] == agent and evaluated["episodes"] == 1 and 0 < evaluated["lengths"][0] <= 100
+    assert Path(evaluated["video"]).stat().st_size > 0
     # A resume refuses another agent (the agent is part of the run's learning config).
     other = {"hg_dagger": "rlpd", "rlpd": "hg_dagger"}[agent]
     refused = subprocess.run([sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", f"--agent={other}",
