@@ -344,17 +344,21 @@ class SACConfig:
     Attributes:
       hidden: actor MLP hidden sizes.
       log_std_min, log_std_max: range of the Gaussian's log standard deviation.
-      init_temperature: the entropy temperature alpha at the start (auto-tuned afterwards).
+      init_temperature: the entropy temperature alpha at the start (auto-tuned afterwards);
+        0.01, HIL-SERL's `temperature_init`.
       target_entropy: the temperature's target entropy (0 = -action_dim, SAC's default).
-      entropy_backup: subtract alpha log pi(a'|s') in the TD target (SAC); False = RLPD's option.
+      entropy_backup: subtract alpha log pi(a'|s') in the TD target (SAC's soft backup). False,
+        as HIL-SERL's `backup_entropy`: with sparse 0/1 rewards the soft backup's entropy bonus,
+        summed over the horizon, outweighs the reward (measured: Q of successful steps 6.7 on
+        pick_cube with alpha 0.1 and the soft backup, the policy alone 0% on 3 seeds).
     """
 
     hidden: tuple[int, ...] = (256, 256)
     log_std_min: float = -5.0
     log_std_max: float = 2.0
-    init_temperature: float = 0.1
+    init_temperature: float = 0.01
     target_entropy: float = 0.0
-    entropy_backup: bool = True
+    entropy_backup: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
