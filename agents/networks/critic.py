@@ -52,7 +52,8 @@ def max_pool_same(x, window: int, stride: int):
     """`nn.max_pool(x, (window, window), (stride, stride), padding="SAME")` on [N, H, W, C], as the
     running maximum of window x window strided slices. Same values; its gradient is elementwise
     selects, where reduce_window's gradient (select_and_scatter) runs on XLA CPU as a scalar loop
-    over every output element (64% of a pixel critic update's time, tiny, batch 64)."""
+    over every output element (15% of a pixel critic update's op time, tiny, batch 64; the
+    update 1.14x faster without it)."""
     (lo_h, hi_h), (lo_w, hi_w) = jax.lax.padtype_to_pads(x.shape[1:3], (window, window), (stride, stride), "SAME")
     padded = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)), constant_values=-jnp.inf)
     out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
