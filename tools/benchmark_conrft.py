@@ -192,14 +192,15 @@ COLORS = {"hil_conrft": "tab:blue", "hg_dagger": "tab:green", "rlpd_embedding": 
 
 def plot_curves(task: str, runs: list[dict], summary_row: dict, path: Path,
                 methods: Sequence[str] = STAGES_KEYS) -> str:
-    """Success rate vs online env steps: every online method's periodic evaluations per seed and
-    their mean, with the SFT and Cal-ConRFT final success as reference lines."""
+    """Two panels over online env steps: every online method's success rate (periodic
+    evaluations per seed and their mean, with the SFT and Cal-ConRFT final success as reference
+    lines), and its human interventions per episode (quarters of the run, mean over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (ax, ax_help) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     for method in (m for m in methods if m in ONLINE_METHODS):
         curves, color = [], COLORS[method]
         for seed, run in zip(summary_row["seed_list"], runs):
@@ -214,6 +215,13 @@ def plot_curves(task: str, runs: list[dict], summary_row: dict, path: Path,
             ax.plot([np.mean([x[i] for x, _ in curves]) for i in range(k)],
                     [np.mean([y[i] for _, y in curves]) for i in range(k)], color=color, linewidth=2.5,
                     marker="o", label=f"{METHODS[method]} (mean of {len(curves)} seeds; thin: per seed)")
+        quarters = [(run[method]["env_steps"], run[method].get("intervention_quarters") or []) for run in runs
+                    if method in run]
+        quarters = [(steps, q) for steps, q in quarters if len(q) == 4]
+        if quarters:
+            steps = np.mean([s for s, _ in quarters])
+            ax_help.plot([steps * (i + 0.5) / 4 for i in range(4)], np.mean([q for _, q in quarters], axis=0),
+                         color=color, linewidth=2, marker="o", label=METHODS[method])
     for key in ("sft", "cal_conrft"):
         if key not in summary_row or key not in methods:
             continue
@@ -226,6 +234,13 @@ def plot_curves(task: str, runs: list[dict], summary_row: dict, path: Path,
     ax.set_title(f"{task}: success vs online env steps")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    ax_help.set_xlabel("online env steps (quarters of the run)")
+    ax_help.set_ylabel("human interventions per episode")
+    ax_help.set_ylim(bottom=0)
+    ax_help.set_title("interventions over time (mean of seeds)")
+    ax_help.grid(alpha=0.3)
+    if ax_help.lines:
+        ax_help.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
