@@ -139,6 +139,7 @@ def gaussian_policy(export, config, actor_params, *, deterministic: bool, seed: 
     return ConRFTPolicy(export.config, export.backbone_params, actor_params, cameras=export.cameras,
                         state_dim=export.meta["state_dim"], action_dim=export.meta["action_dim"],
                         normalizer=export.normalizer, instruction=export.meta["instruction"],
-                        deterministic=deterministic, seed=seed, language_embedding=export.meta.get("language_embedding"),
+                        deterministic=deterministic, seed=seed,
+                        language_embedding=export.meta.get("language_embedding"),
                         action_head=lambda params, observation, key: gaussian_actions(
                             apply, params, observation, key, deterministic))

@@ -18,6 +18,7 @@ from vlarft.agents.networks import (ConsistencyHead, Critic, VLABackbone, attent
                                     time_features, token_layout, tokenize)
 from vlarft.agents.networks.backbone import PatchEmbedding, TransformerBlock, attention_bias
 from vlarft.agents.networks.common import dense
+from vlarft.agents.networks.critic import max_pool_same
 
 TINY = get_config("tiny")
 A, B, S, E = 7, 4, 19, 64
@@ -434,8 +435,6 @@ def test_small_backbone_shapes():
 
 @pytest.mark.parametrize("shape", [(4, 32, 32, 8), (2, 33, 31, 3), (1, 5, 5, 1)])
 def test_encoder_max_pool_matches_flax_and_its_gradient_has_no_select_and_scatter(shape):
-    from vlarft.agents.networks.critic import max_pool_same
-
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     reference = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
     assert jnp.array_equal(max_pool_same(x, 3, 2), reference)

@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> dict:
     report = training_curves(workdir, out) if args.report else []
     summary |= {"video": recorder.videos[0] if recorder.videos else "", "videos": recorder.videos, "chart": chart,
                 "report": report, "policy": str(workdir.resolve()), "env": env_name,
-                "stage": export.meta.get("stage", ""), "agent": export.meta.get("agent", "conrft"), "learner_step": export.meta.get("learner_step"),
+                "stage": export.meta.get("stage", ""), "agent": export.meta.get("agent", "conrft"),
+                "learner_step": export.meta.get("learner_step"),
                 "deterministic": not args.stochastic, "sampler_steps": args.sampler_steps,
                 "wall_s": round(time.time() - start, 2)}
     (out / "eval.json").write_text(json.dumps(summary, indent=1))

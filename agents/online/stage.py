@@ -149,7 +149,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
             actor = make_actor(options, config, builder, spec, server.address, server.client, record, stop,
                                first_step, training.eval_env_factory(options, spec), secret)
             actor.start()
-        batches = builder.make_iterator(server.address, steps=config.steps_per_dispatch())
+        steps_per_dispatch = config.steps_per_dispatch()
+        batches = builder.make_iterator(server.address, steps=steps_per_dispatch)
         loop = LearnerLoop(learner, state, batches, store, save, log, record,
                            done=stop.is_set if actor else _every(0.5, saver.actors_finished),
                            max_steps=None if actor else options.steps,
@@ -158,7 +159,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
                            checkpoint_every=config.train.checkpoint_every,
                            actor_from=(int(export.meta.get("learner_step", 0)) if from_offline else 0)
                            + config.train.critic_warmup_steps,
-                           steps_per_dispatch=config.steps_per_dispatch())
+                           steps_per_dispatch=steps_per_dispatch)
         try:
             state = loop.run()
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the actor ends its episode (written), then save all
