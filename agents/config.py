@@ -129,6 +129,9 @@ class CriticConfig:
     crop_pad: int = 4
 
 
+AWR_SCALES = ("std", "mean_abs")  # LossConfig.awr_scale
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Loss weights and RL constants of one stage.
@@ -143,10 +146,13 @@ class LossConfig:
         of the reference's forks, so the actor does not imitate its own exploration).
       intervention_bc_weight: weight of the BC term on human-intervention rows (in the demo and
         the online table) relative to demonstrations (1: imitate the corrections like demos).
-      awr_temperature: > 0: weigh every BC row by exp(advantage / (T mean|Q|)) (advantage-weighted
+      awr_temperature: > 0: weigh every BC row by exp(advantage / (T scale)) (advantage-weighted
         regression: imitate the data actions the critic ranks above the policy's), capped at
         `awr_max_weight`; 0 = plain BC.
       awr_max_weight: cap of those weights.
+      awr_scale: the batch statistic of Q that T is relative to: "std" (default: the spread of
+        Q, unchanged by a shift of every Q) or "mean_abs" (mean |Q|, the earlier default; it
+        shrinks when Q crosses zero, which piles the weights at the cap: WORKSPACE.md).
       q_normalize: divide the Q term by stop_gradient(mean |Q|) of the batch (TD3+BC), so
         q_weight is a BC:Q trade-off independent of the reward scale (reference code: no).
       actor_q_reduction: how the actor's Q term reduces the ensemble: "mean" (reference) or
@@ -167,6 +173,7 @@ class LossConfig:
     intervention_bc_weight: float = 1.0
     awr_temperature: float = 0.0
     awr_max_weight: float = 20.0
+    awr_scale: str = "std"
     q_normalize: bool = False
     actor_q_reduction: str = "mean"
     cql_n_actions: int = 10
@@ -175,6 +182,12 @@ class LossConfig:
     discount: float = 0.98
     tau: float = 0.005
     critic_actor_ratio: int = 2
+
+    def __post_init__(self):
+        if self.awr_scale not in AWR_SCALES:
+            raise ValueError(f"loss.awr_scale: unknown {self.awr_scale!r}; known: {', '.join(AWR_SCALES)}")
+        if self.actor_q_reduction not in ("mean", "min"):
+            raise ValueError(f"loss.actor_q_reduction: unknown {self.actor_q_reduction!r}; known: mean, min")
 
 
 @dataclasses.dataclass(frozen=True)

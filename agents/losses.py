@@ -142,13 +142,23 @@ def critic_loss(critic_apply: Callable, critic_params, target_critic_params, hea
     return loss, metrics
 
 
+def q_scale(q: jax.Array, kind: str) -> jax.Array:
+    """The scale the AWR temperature is relative to: the std of the batch's Q values (shift
+    invariant: it does not vanish when Q crosses zero), or their mean |Q|."""
+    if kind == "std":
+        return jnp.std(q) + 1e-6
+    assert kind == "mean_abs", kind  # LossConfig validates it
+    return jnp.mean(jnp.abs(q)) + 1e-6
+
+
 def advantage_weights(critic_apply: Callable, critic_params, head_apply: Callable, head_params, batch: dict, rng,
                       loss_cfg: LossConfig, head_cfg: ConsistencyConfig) -> tuple[jax.Array, dict]:
-    """Advantage-weighted BC row weights (AWR/AWAC): w = min(exp(A / (T mean|Q|)), w_max), with
+    """Advantage-weighted BC row weights (AWR/AWAC): w = min(exp(A / (T scale)), w_max), with
     A = Q(s, a) - Q(s, a_pi) (ensemble means, a_pi a one-step policy sample; no gradient) and
-    T = `awr_temperature` relative to the batch's mean |Q|, so it does not depend on the reward
-    scale. Imitation then favours the data actions the critic ranks above the policy's own: the
-    actor improves from data without following the critic's gradient to actions no data shows."""
+    T = `awr_temperature` relative to a scale of the batch's Q values (`awr_scale`: their std, or
+    their mean |Q|), so it does not depend on the reward scale. Imitation then favours the data
+    actions the critic ranks above the policy's own: the actor improves from data without
+    following the critic's gradient to actions no data shows."""
     obs, actions = batch["observations"], batch["actions"]
     k_pi, k_q = jax.random.split(rng)
     params = {"params": jax.lax.stop_gradient(critic_params)}
@@ -157,7 +167,7 @@ def advantage_weights(critic_apply: Callable, critic_params, head_apply: Callabl
     q = critic_apply(params, obs, jnp.stack([actions, a_pi], axis=1), train=True, rngs={"dropout": k_q})  # [K, B, 2]
     q = jnp.mean(q, axis=0)
     advantage = q[:, 0] - q[:, 1]
-    scale = jnp.mean(jnp.abs(q)) + 1e-6
+    scale = q_scale(q, loss_cfg.awr_scale)
     weights = jnp.minimum(jnp.exp(advantage / (loss_cfg.awr_temperature * scale)), loss_cfg.awr_max_weight)
     weights = jax.lax.stop_gradient(weights)
     return weights, {"advantage": jnp.mean(advantage), "awr_weight_mean": jnp.mean(weights),

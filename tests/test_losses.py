@@ -268,6 +268,35 @@ def test_advantage_weights_favour_the_actions_the_critic_ranks_higher(nets):
     assert float(bc_awr) != pytest.approx(float(bc_plain)) and "awr_weight_mean" in m
 
 
+def test_advantage_weights_scale_by_the_spread_of_q_so_a_shift_of_q_does_not_change_them(nets):
+    """Hand-computed: Q(s, a) and Q(s, a_pi) fixed per row; the temperature's scale is the std of
+    the 2B values (shift invariant) or their mean |Q| (which shrinks as Q crosses zero)."""
+    head, _, head_params, _, batch = nets
+    rng = np.random.default_rng(0)
+    q_data, q_pi = rng.uniform(-0.3, 0.3, B).astype(np.float32), rng.uniform(-0.3, 0.3, B).astype(np.float32)
+
+    def weights(kind: str, shift: float) -> np.ndarray:
+        def fixed_critic(variables, observation, actions, train=False, rngs=None):
+            assert actions.shape[:2] == (B, 2)  # the data action and a policy sample per row
+            return jnp.stack([q_data + shift, q_pi + shift], axis=1)[None]
+
+        cfg = LossConfig(awr_temperature=0.5, awr_max_weight=1e6, awr_scale=kind)
+        w, _ = losses.advantage_weights(fixed_critic, {}, head.apply, head_params, batch, jax.random.PRNGKey(5), cfg,
+                                        head.config)
+        return np.asarray(w)
+
+    q = np.concatenate([q_data, q_pi])
+    np.testing.assert_allclose(weights("std", 0.0), np.exp((q_data - q_pi) / (0.5 * q.std())), rtol=1e-4)
+    np.testing.assert_allclose(weights("mean_abs", 0.0), np.exp((q_data - q_pi) / (0.5 * np.abs(q).mean())),
+                               rtol=1e-4)
+    np.testing.assert_allclose(weights("std", 5.0), weights("std", 0.0), rtol=1e-4)  # a shift of Q: same weights
+    # mean|Q| grows with the shift (5 vs ~0.15), so the same advantages give weights nearer 1.
+    assert np.abs(np.log(weights("mean_abs", 5.0))).max() < 0.1 * np.abs(np.log(weights("mean_abs", 0.0))).max()
+    assert LossConfig().awr_scale == "std"
+    with pytest.raises(ValueError, match="awr_scale.*std, mean_abs"):
+        LossConfig(awr_scale="max")
+
+
 def test_loss_presets():
     from vlarft.agents.config import loss_preset
 
