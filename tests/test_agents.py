@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,7 @@ from test_training import REPO, demos, embedded, fake_batch, sft_run, step_item,
 from vlarft.agents.builder import ConRFTBuilder
 from vlarft.agents.config import loss_preset
 from vlarft.agents.hg_dagger import BCLearner
+from vlarft.agents.networks.gaussian import GaussianActor, gaussian_actions
 from vlarft.agents.registry import AGENTS, agent_builder
 from vlarft.agents.rlpd import RLPDLearner
 from vlarft.tools import eval_policy
@@ -92,6 +94,47 @@ def test_rlpd_temperature_moves_toward_the_target_entropy_and_td_error_falls():
     assert actions.shape == (3, ACTION_DIM) and np.all(np.abs(actions) <= 1.0)
 
 
+def with_frames(batch: dict, seed: int, size: int = 32) -> dict:
+    """`batch` with uint8 frames of the two cameras in both observations (the pixel variant's input)."""
+    rng = np.random.default_rng(seed)
+    rows = len(batch["reward"])
+    frames = lambda: {f"image_{c}": jnp.asarray(rng.integers(0, 256, (rows, size, size, 3)), jnp.uint8)
+                      for c in ("front", "wrist")}
+    return dict(batch, observation={**batch["observation"], **frames()},
+                next_observation={**batch["next_observation"], **frames()})
+
+
+def test_rlpd_pixel_variant_trains_its_own_encoders_and_acts_from_frames():
+    """HIL-SERL's variant: critic and actor read the frames through their own ResNet encoders
+    (`critic.input=pixels`); one learner step updates the critic's convolutions (and the actor's
+    separate copy), the TD error falls on a fixed batch, the actor's action depends on the frame."""
+    config = tiny_config()
+    config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input="pixels"))
+    learner = RLPDLearner(config, loss_preset("stable", "online"), ACTION_DIM, ("front", "wrist"),
+                          np.zeros(STATE_DIM), np.ones(STATE_DIM), online_source=0, rows_per_source=(8, 8))
+    state = learner.init(jax.random.PRNGKey(0), with_frames(fake_batch(0, batch=8), 0))
+    item = mixed(with_frames(fake_batch(5, batch=8), 5), with_frames(fake_batch(6, batch=8), 6))
+    convs = lambda params: {k: v for k, v in flax.traverse_util.flatten_dict(params).items()
+                            if any("conv" in str(part).lower() for part in k)}
+    assert convs(state.critic_params) and convs(state.head_params)  # both own an encoder
+    new, metrics = learner.step(state, item)
+    first = float(metrics["td_loss"])
+    assert changed(convs(new.critic_params), convs(state.critic_params))
+    assert changed(convs(new.head_params), convs(state.head_params))
+    for _ in range(25):
+        new, metrics = learner.step(new, item)
+    assert float(metrics["td_loss"]) < 0.5 * first, (first, float(metrics["td_loss"]))
+    # The deterministic action is a function of the frames: two different frames, two actions.
+    actor = GaussianActor(config.sac, config.critic, ("front", "wrist"), ACTION_DIM)
+    observation = with_frames(fake_batch(7, batch=2), 7)["observation"]
+    observation = {k: v[:1] if k.startswith("image_") else v[1:] for k, v in observation.items()}
+    other = dict(observation, image_front=255 - observation["image_front"])
+    act = lambda obs: np.asarray(gaussian_actions(actor.apply, new.head_params, obs,
+                                                  jax.random.PRNGKey(0), True))
+    assert act(observation).shape == (1, ACTION_DIM) and np.all(np.abs(act(observation)) <= 1.0)
+    assert not np.allclose(act(observation), act(other))
+
+
 def run_online_cli(agent: str, init_from: str, dataset_dir: str, workdir, *extra: str) -> dict:
     cmd = [sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", f"--agent={agent}", "--config=tiny",
            "--batch_size=16", f"--workdir={workdir}", f"--init_from={init_from}", f"--dataset_dir={dataset_dir}",
@@ -102,9 +145,10 @@ def run_online_cli(agent: str, init_from: str, dataset_dir: str, workdir, *extra
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("agent", ["hg_dagger", "rlpd"])
-def test_each_baseline_acts_and_learns_through_the_online_command(agent, sft_run, embedded, tmp_path):
-    result = run_online_cli(agent, sft_run[0], embedded.dataset_dir, tmp_path / agent)
+@pytest.mark.parametrize("agent,extra", [("hg_dagger", ()), ("rlpd", ()), ("rlpd", ("--critic_input=pixels",))],
+                         ids=["hg_dagger", "rlpd_embedding", "rlpd_pixels"])
+def test_each_baseline_acts_and_learns_through_the_online_command(agent, extra, sft_run, embedded, tmp_path):
+    result = run_online_cli(agent, sft_run[0], embedded.dataset_dir, tmp_path / agent, *extra)
     assert result["env_steps"] >= 60 and result["learner_steps"] > 0, result
     assert result["replay_items_written"]["online"] == result["env_steps"]
     assert {"success_rate", "mean_episode_length", "episodes"} <= set(result)
