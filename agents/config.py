@@ -214,10 +214,12 @@ class TrainConfig:
     Attributes:
       batch_size: transitions per update (256).
       learning_rate: Adam learning rate, actor and critic (3e-4).
-      policy_ema: the acting policy is an exponential moving average of the trained head,
-        updated every learner step with this decay (0 = the trained head itself). A policy fitted
-        to a few demonstrations succeeds or fails in closed loop on small parameter changes, so
-        SGD noise alone makes nearby checkpoints differ by tens of points; the average does not.
+      policy_ema: the acting policy is an exponential moving average of the trained parameters
+        (SFT: backbone and head; offline and online: the head), updated every learner step with
+        this decay, warmed up as min(decay, (1 + t) / (10 + t)) (`agents/averaging.py`; 0 = the
+        trained parameters themselves). A policy fitted to a few demonstrations succeeds or fails
+        in closed loop on small parameter changes, so SGD noise alone makes nearby checkpoints
+        differ by tens of points.
       critic_warmup_steps: learner steps at the start of the offline and of the online stage
         that update the critic only: the actor does not follow a critic that has not yet fitted
         the stage's data (offline: from a random critic; online: the policy's own states). 0 = none.

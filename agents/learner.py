@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from vlarft.agents import losses
+from vlarft.agents.averaging import updated_average
 from vlarft.agents.config import AgentConfig, LossConfig, ReturnConfig
 from vlarft.agents.networks import ConsistencyHead, Critic, random_crop_observation, sample_actions
 
@@ -192,8 +193,7 @@ class Learner:
             joint = update_actor and index == self.updates_per_step - 1
             state, update_metrics = self._update(state, batch, update_actor=joint)
             metrics.update(update_metrics)
-        decay = self.config.train.policy_ema
-        policy = optax.incremental_update(state.head_params, state.policy_params, 1.0 - decay) if decay else state.head_params
+        policy = updated_average(state.policy_params, state.head_params, state.step, self.config.train.policy_ema)
         return state.replace(step=state.step + 1, policy_params=policy), metrics
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from vlarft.agents import losses
+from vlarft.agents.averaging import updated_average
 from vlarft.agents.config import AgentConfig
 from vlarft.agents.networks import ConsistencyHead, make_backbone, sample_actions
 
@@ -24,6 +25,7 @@ from vlarft.agents.networks import ConsistencyHead, make_backbone, sample_action
 class SFTState:
     step: jax.Array
     params: Any  # {"backbone": ..., "head": ...}
+    policy_params: Any  # what acts, is evaluated and exported: the running average of params (train.policy_ema)
     opt: Any
     rng: jax.Array
 
@@ -47,7 +49,8 @@ class SFTLearner:
         head_params = self.head.init(k_head, batch["action"], self.config.head.sigma_max, embedding,
                                      batch["state"][:, -1])["params"]
         params = {"backbone": backbone_params, "head": head_params}
-        return SFTState(step=jnp.zeros((), jnp.int32), params=params, opt=self.tx.init(params), rng=rng)
+        return SFTState(step=jnp.zeros((), jnp.int32), params=params, policy_params=params, opt=self.tx.init(params),
+                        rng=rng)
 
     def step(self, state: SFTState, batch: Mapping) -> tuple[SFTState, dict]:
         return self._update(state, batch)
@@ -65,7 +68,8 @@ class SFTLearner:
         grads, metrics = jax.grad(self._loss, has_aux=True)(state.params, batch, key)
         updates, opt = self.tx.update(grads, state.opt, state.params)
         params = optax.apply_updates(state.params, updates)
-        return state.replace(step=state.step + 1, params=params, opt=opt, rng=rng), metrics
+        policy = updated_average(state.policy_params, params, state.step, self.config.train.policy_ema)
+        return state.replace(step=state.step + 1, params=params, policy_params=policy, opt=opt, rng=rng), metrics
 
     def _eval_actions_fn(self, params, batch):
         embedding = embed(self.backbone, params["backbone"], batch)
@@ -73,8 +77,8 @@ class SFTLearner:
                               self.config.head, self.action_dim, deterministic=True)
 
     def bc_error(self, state: SFTState, batch: Mapping) -> float:
-        """Mean squared error of the deterministic one-step action against the batch's actions."""
-        return float(jnp.mean((self._eval_actions(state.params, batch) - batch["action"]) ** 2))
+        """Mean squared error of the acting policy's deterministic one-step action against the batch's."""
+        return float(jnp.mean((self._eval_actions(state.policy_params, batch) - batch["action"]) ** 2))
 
 
 def backbone_inputs(batch: Mapping) -> tuple:

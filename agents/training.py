@@ -331,7 +331,8 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
         backbone = (check_tree(imported, state.params["backbone"], f"imported backbone {options.backbone_from}")
                     if imported is not None else
                     load_backbone_params(options.backbone_weights, target=state.params["backbone"]))
-        state = state.replace(params={**state.params, "backbone": backbone})
+        params = {**state.params, "backbone": backbone}
+        state = state.replace(params=params, policy_params=params)
     meta = {"stage": "sft", "config": config_to_json(config), "spec": spec_meta(spec),
             "normalizer": normalizer.to_json(), "instruction": instruction, "task": task,
             "dataset_dir": os.path.abspath(options.dataset_dir),
@@ -355,7 +356,7 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
         return sum(n * e for n, e in errors) / sum(n for n, _ in errors)
 
     def policy_of(s):
-        return ConRFTPolicy(config, s.params["backbone"], s.params["head"], cameras=cameras,
+        return ConRFTPolicy(config, s.policy_params["backbone"], s.policy_params["head"], cameras=cameras,
                             state_dim=spec.state_dim, action_dim=spec.action_dim, normalizer=normalizer,
                             instruction=instruction, language_embedding=meta.get("language_embedding"))
 
@@ -363,7 +364,7 @@ def run_sft(options: StageOptions, config: AgentConfig) -> dict:
         return {"bc_action_mse": bc_error(s), **robot_evaluation(policy_of(s), options, config, spec, step)}
 
     def export_fn(s, step):
-        export_policy(options.workdir, s.params["backbone"], s.params["head"],
+        export_policy(options.workdir, s.policy_params["backbone"], s.policy_params["head"],
                       _export_meta(meta, cameras, spec, step))
 
     _, final = run_loop(name="sft", state=state, start_step=start_step, options=options, config=config,

@@ -14,11 +14,16 @@ import numpy as np
 import pytest
 
 from vlarft.agents import training
+from vlarft.agents.averaging import updated_average, warmed_up_decay
 from vlarft.agents.checkpointing import Checkpointer
 from vlarft.agents.config import OnlineConfig, get_config, loss_preset
 from vlarft.agents.learner import Learner
+from vlarft.agents.sft import SFTLearner
+from vlarft.agents.step_data import StepData
 from vlarft.agents.metrics_log import NonFiniteLossError
+from vlarft.agents.observation import StateNormalizer
 from vlarft.datasets.reader import iterate_episodes
+from vlarft.datasets.statistics import load_statistics
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.embed_dataset import embed_dataset
 from vlarft.robot_io.factory import make_env
@@ -173,6 +178,22 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path):
     assert not all(jax.tree_util.tree_leaves(changed))  # the step did change the actor
 
 
+def assert_trees_close(a, b):
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+
+
+def test_the_average_forgets_its_start_the_decay_is_warmed_up_and_capped():
+    assert [float(warmed_up_decay(t, 0.999)) for t in (0, 8, 90)] == pytest.approx([0.1, 0.5, 0.91])
+    assert float(warmed_up_decay(10_000, 0.999)) == pytest.approx(0.999)
+    assert float(warmed_up_decay(8, 0.3)) == pytest.approx(0.3)
+    # The random start's weight after 1500 updates: 0.999^1500 = 22% without the warm-up, none with it.
+    average = jnp.ones(())  # the start; every update then brings parameters 0
+    for t in range(1500):
+        average = updated_average(average, jnp.zeros(()), t, 0.999)
+    assert float(average) < 1e-6 and 0.999 ** 1500 == pytest.approx(0.22, abs=0.01)
+    assert updated_average(jnp.ones(()), jnp.zeros(()), 0, 0.0) == 0.0  # decay 0: the parameters themselves
+
+
 def test_the_acting_policy_is_an_exponential_moving_average_of_the_trained_head():
     def learner_with(ema):
         config = tiny_config(policy_ema=ema)
@@ -185,11 +206,33 @@ def test_the_acting_policy_is_an_exponential_moving_average_of_the_trained_head(
     stepped, _ = plain.step(start, item)
     assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, stepped.policy_params,
                                                                 stepped.head_params)))
-    smoothed, _ = averaged.step(start, item)  # same update, then policy = 0.75 old + 0.25 new head
-    expected = jax.tree_util.tree_map(lambda old, new: 0.75 * old + 0.25 * new, start.policy_params,
-                                      smoothed.head_params)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                           smoothed.policy_params, expected)
+    smoothed, _ = averaged.step(start, item)  # update 0: decay min(0.75, 1/10) -> 0.1 old + 0.9 new head
+    assert_trees_close(smoothed.policy_params, jax.tree_util.tree_map(lambda old, new: 0.1 * old + 0.9 * new,
+                                                                      start.policy_params, smoothed.head_params))
+    late = smoothed.replace(step=jnp.asarray(1000, jnp.int32))  # past the warm-up: 0.75 old + 0.25 new
+    later, _ = averaged.step(late, item)
+    assert_trees_close(later.policy_params, jax.tree_util.tree_map(lambda old, new: 0.75 * old + 0.25 * new,
+                                                                   late.policy_params, later.head_params))
+
+
+def test_sft_acts_evaluates_and_exports_the_average_of_backbone_and_head(demos):
+    _, dataset_dir = demos
+    config = tiny_config(policy_ema=0.9)
+    bb = config.backbone
+    data = StepData(dataset_dir, "train", window=bb.window, max_text_tokens=bb.max_text_tokens,
+                    vocab_size=bb.vocab_size, normalizer=StateNormalizer.from_statistics(load_statistics(dataset_dir)))
+    batch = data.sample(np.random.default_rng(0), 8)
+    learner = SFTLearner(config, 7, ("front", "wrist"), 19)
+    start = learner.init(jax.random.PRNGKey(0), batch)
+    one, _ = learner.step(start, batch)  # update 0: 0.1 old + 0.9 new
+    assert_trees_close(one.policy_params, jax.tree_util.tree_map(lambda old, new: 0.1 * old + 0.9 * new,
+                                                                 start.params, one.params))
+    assert set(one.policy_params) == {"backbone", "head"}
+    # The BC error is the acting (averaged) policy's: with decay 0 it is the trained parameters'.
+    plain = SFTLearner(tiny_config(), 7, ("front", "wrist"), 19)
+    stepped, _ = plain.step(start, batch)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, stepped.policy_params, stepped.params))
+    assert learner.bc_error(one, batch) == pytest.approx(plain.bc_error(one.replace(params=one.policy_params), batch))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
