@@ -56,8 +56,8 @@ METHODS = {"sft": "SFT only", "cal_conrft": "Cal-ConRFT only", "hil_conrft": "HI
 # RLPD with pixel encoders pays PIXEL_UTD critic updates per env step: a pixel update costs about
 # 10x an embedding one on this CPU (tools/benchmark_agent.py), and the lockstep actor waits for the
 # learner, so at UTD 1 its run would take ~10x the others' wall-clock; at 0.25 it took 60-80 min per
-# run against 3-9 min. 0.05 gives it about the others' wall-clock (the issue's budget: same
-# env steps, same wall-clock); the table states the UTD.
+# run against 3-9 min. At 0.05 it still took 26-53 min (WORKSPACE.md, issue #14): the same env
+# steps as the others, about 4x their wall-clock (in RLPD's favour); the table states the UTD.
 PIXEL_UTD = 0.05
 BASELINES = {"hg_dagger": ("hg_dagger", ()), "rlpd_embedding": ("rlpd", ("critic.input=embedding",)),
              "rlpd_pixels": ("rlpd", ("critic.input=pixels", f"online.updates_per_env_step={PIXEL_UTD}"))}
