@@ -111,7 +111,8 @@ class ConRFTBuilder:
         self.parallel.check_rows(sum(per_step.values()))
         per_item = {table: rows * steps for table, rows in per_step.items()}
         return make_batch_iterator(address, per_item, self.signature(), device=self.parallel.rows,
-                                   rate_limiter_timeout_ms=rate_limiter_timeout_ms)
+                                   rate_limiter_timeout_ms=rate_limiter_timeout_ms,
+                                   sampler_workers=self.replay_config().sampler_workers)
 
     def make_transition_writer(self, client):
         """The actor's writer: every step to online, human interventions also to demo."""

@@ -212,12 +212,15 @@ def test_load_rlds_into_table_counts_returns_and_refusals(dataset_dir):
 # --- mixed batches -----------------------------------------------------------------------------
 
 
-def test_mixed_batches_come_from_both_tables_in_ratio():
+@pytest.mark.parametrize("sampler_workers", [1, ReplayConfig.sampler_workers])
+def test_mixed_batches_come_from_both_tables_in_ratio(sampler_workers):
     assert mixed_counts(32, 0.25) == {"online": 8, "demo": 24}
     assert list(mixed_counts(256, 0.5)) == ["online", "demo"]
     assert mixed_counts(32, 0.0) == {"demo": 32} and mixed_counts(32, 1.0) == {"online": 32}
     # UTD: 128 online rows per update x 2 updates per env step.
     assert ReplayConfig.for_training(256, 0.5, updates_per_env_step=2).samples_per_insert == 256
+    with pytest.raises(ValueError, match="sampler_workers"):
+        ReplayConfig(sampler_workers=0)
     keys = ("state",)
     online = make_episode("on", length=6, seed=1)["steps"]
     demo = make_episode("de", length=6, seed=2)["steps"]
@@ -227,7 +230,7 @@ def test_mixed_batches_come_from_both_tables_in_ratio():
                 writer.write_episode(steps, keys, episode_returns(steps, RETURNS))
         states = {table: {state_key(s) for s in steps["observation"]["state"][:-1]}
                   for table, steps in (("online", online), ("demo", demo))}
-        with make_batch_iterator(server.address, mixed_counts(32, 0.25)) as batches:
+        with make_batch_iterator(server.address, mixed_counts(32, 0.25), sampler_workers=sampler_workers) as batches:
             assert batches.sources == ("online", "demo")
             for _ in range(3):
                 batch = next(batches)

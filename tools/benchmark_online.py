@@ -158,6 +158,7 @@ def main(argv=None) -> int:
             holder["state"], metrics = learner.step(holder["state"], item)
             return metrics
 
+        jax.block_until_ready(bare_step())  # compiled here, not inside the first timed round
         bare, loops = [], {1: [], args.steps_per_dispatch: []}
         with tempfile.TemporaryDirectory() as workdir:
             for _ in range(args.rounds):

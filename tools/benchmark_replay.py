@@ -169,12 +169,15 @@ def main(argv=None) -> int:
         insert_rate = count * args.episode_length / (time.perf_counter() - start)
         for i in range(count):
             ring.add(transitions_of(episode(i), keys))
-        with make_batch_iterator(server.address, {config.demo_table: args.batch}) as batches:
+        table = {config.demo_table: args.batch}
+        with make_batch_iterator(server.address, table, sampler_workers=config.sampler_workers) as batches, \
+                make_batch_iterator(server.address, table, sampler_workers=1) as one_worker_batches:
             numpy_batches = (jax.device_put(ring.sample(rng, args.batch)) for _ in iter(int, 1))
-            rates = interleaved_rates({"reverb": batches, "numpy": numpy_batches}, args.rounds,
-                                      max(1, args.batches // args.rounds))
+            rates = interleaved_rates({"reverb": batches, "reverb_1_worker": one_worker_batches,
+                                       "numpy": numpy_batches}, args.rounds, max(1, args.batches // args.rounds))
 
-    reverb_rate, numpy_rate = (statistics.median(rates[n]) for n in ("reverb", "numpy"))
+    reverb_rate, one_worker_rate, numpy_rate = (statistics.median(rates[n])
+                                                for n in ("reverb", "reverb_1_worker", "numpy"))
     ratio = statistics.median(r / n for r, n in zip(rates["reverb"], rates["numpy"]))
     memory = reverb_bytes / frame_bytes
     row_bytes = sum(x.nbytes // x.shape[0] for x in jax.tree_util.tree_leaves(ring.data))
@@ -182,7 +185,9 @@ def main(argv=None) -> int:
           f"{row_bytes * args.batch / 2**20:.2f} MiB/batch, device {jax.devices()[0]}")
     print(f"  insert into Reverb (TransitionWriter) : {insert_rate:9.0f} transitions/s")
     print(f"  Reverb -> JAX (BatchIterator)         : {reverb_rate:9.1f} batches/s "
-          f"({1e6 / (reverb_rate * args.batch):.1f} us per item)")
+          f"({1e6 / (reverb_rate * args.batch):.1f} us per item; {config.sampler_workers} sampler workers)")
+    print(f"  Reverb -> JAX, 1 sampler worker       : {one_worker_rate:9.1f} batches/s "
+          f"({reverb_rate / one_worker_rate:.2f}x slower than {config.sampler_workers})")
     print(f"  numpy ring buffer -> JAX              : {numpy_rate:9.1f} batches/s")
     print(f"  Reverb / numpy (median of {args.rounds} interleaved rounds): {ratio:9.2f}x")
     print(f"  Reverb memory per stored frame byte   : {memory:9.2f} "
@@ -191,6 +196,7 @@ def main(argv=None) -> int:
     suffix = f"_{args.image_size}px" if args.image_size else ""
     figures = {f"reverb_over_numpy{suffix}": {"value": round(ratio, 3), "target": ">= 1.0"},
                f"reverb_batches_per_s{suffix}": {"value": round(reverb_rate, 1), "target": None},
+               f"reverb_1_worker_batches_per_s{suffix}": {"value": round(one_worker_rate, 1), "target": None},
                f"numpy_batches_per_s{suffix}": {"value": round(numpy_rate, 1), "target": None}}
     if args.image_size:
         figures[f"reverb_memory_per_frame_byte{suffix}"] = {"value": round(memory, 3), "target": "<= 1.1"}

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from vlarft.datasets.replay.finite_filter import KEY_FIELD, NonFiniteFilter
 from vlarft.datasets.replay.packing import StepLayout, layout_of_stored
-from vlarft.datasets.replay.tables import ReplayError, connect, mixed_online_rows
+from vlarft.datasets.replay.tables import ReplayConfig, ReplayError, connect, mixed_online_rows
 
 _END = object()
 
@@ -45,11 +45,12 @@ class BatchIterator:
         long (-1: wait forever).
       liveness_check_s: while waiting this long for a batch, check that the server still
         answers; a dead server raises ReplayError instead of blocking forever.
+      sampler_workers: sampling threads per table (`ReplayConfig.sampler_workers`).
     """
 
     def __init__(self, address: str, tables_and_counts: Mapping[str, int], signature: Any = None, *,
                  prefetch: int = 2, device: Any = None, rate_limiter_timeout_ms: int = -1,
-                 liveness_check_s: float = 10.0):
+                 liveness_check_s: float = 10.0, sampler_workers: int = ReplayConfig.sampler_workers):
         if not tables_and_counts or min(tables_and_counts.values()) < 1:
             raise ValueError(f"every table needs >= 1 row per batch, got {dict(tables_and_counts)}")
         self.address = address
@@ -57,7 +58,8 @@ class BatchIterator:
         self.batch_size = sum(tables_and_counts.values())
         layout = (_server_layout(address, self.sources) if signature is None
                   else StepLayout.of_signature(signature))
-        dataset = _mixed_dataset(address, tables_and_counts, layout, rate_limiter_timeout_ms, prefetch)
+        dataset = _mixed_dataset(address, tables_and_counts, layout, rate_limiter_timeout_ms, prefetch,
+                                 sampler_workers)
         self._device = device
         self._finite = NonFiniteFilter(reverb.Client(address), self.sources)
         self._liveness_check_s = liveness_check_s
@@ -174,16 +176,23 @@ def _server_layout(address: str, tables) -> StepLayout:
     return layout
 
 
-def _mixed_dataset(address, tables_and_counts, layout: StepLayout, timeout_ms, prefetch) -> tf.data.Dataset:
+def _mixed_dataset(address, tables_and_counts, layout: StepLayout, timeout_ms, prefetch,
+                   sampler_workers: int) -> tf.data.Dataset:
     stored = layout.stored_signature()
     dtypes = tf.nest.map_structure(lambda spec: spec.dtype, stored)
     shapes = tf.nest.map_structure(lambda spec: spec.shape, stored)
+
+    def table_batches(table: str, count: int) -> tf.data.Dataset:
+        # Two batches' rows in flight, split among the workers (each keeps at least one).
+        workers = max(1, min(sampler_workers, 2 * count))
+        return (reverb.TrajectoryDataset(address, table, dtypes, shapes,
+                                         max_in_flight_samples_per_worker=-(-2 * count // workers),
+                                         num_workers_per_iterator=workers,
+                                         rate_limiter_timeout_ms=timeout_ms)
+                .batch(count, drop_remainder=True))
+
     # Batch whole ReplaySamples and drop `info` per batch: a per-sample map halves throughput.
-    parts = [reverb.TrajectoryDataset(address, table, dtypes, shapes,
-                                      max_in_flight_samples_per_worker=2 * count,
-                                      rate_limiter_timeout_ms=timeout_ms)
-             .batch(count, drop_remainder=True)
-             for table, count in tables_and_counts.items()]
+    parts = [table_batches(table, count) for table, count in tables_and_counts.items()]
     counts = list(tables_and_counts.values())
     source = tf.constant(np.repeat(np.arange(len(counts), dtype=np.int32), counts))
 
