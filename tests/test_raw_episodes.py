@@ -9,9 +9,9 @@ import pytest
 from conftest import SMALL_SPEC, make_episode
 from vlarft.datasets import raw_episodes
 from vlarft.datasets.episode_serializer import EpisodeSerializer
-from vlarft.datasets.frames import JpegFrames, as_stored
+from vlarft.datasets.frames import FrameError, JpegFrames, as_stored, encode_frame, jpeg_frame_shape
 from vlarft.datasets.raw_episodes import RawEpisodeError, next_episode_path, read_raw_episode, write_raw_episode
-from vlarft.datasets.schema import flatten, tfds_features, validate_episode
+from vlarft.datasets.schema import SchemaError, flatten, tfds_features, validate_episode
 
 
 def _assert_same_steps(want, got, frame=lambda f: f):
@@ -58,6 +58,39 @@ def test_damaged_frame_is_named(tmp_path):
     with pytest.raises(RawEpisodeError) as err:
         read_raw_episode(path)
     assert str(path) in str(err.value) and "frame 3" in err.value.reason
+
+
+def test_the_frame_check_reads_the_jpeg_markers_and_catches_a_cut_off_frame():
+    frame = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    data = encode_frame(frame)
+    assert jpeg_frame_shape(data) == (24, 40, 3) and jpeg_frame_shape(data + b"\x00" * 3) == (24, 40, 3)
+    # start-of-image, an 8-byte APP0 segment, a baseline frame header of 300 x 200, one component, end
+    hand_made = b"\xff\xd8" + b"\xff\xe0\x00\x08" + b"JFIF\x00\x01" + b"\xff\xc0\x00\x0b\x08\x01\x2c\x00\xc8\x01" \
+        + b"\x01\x11\x00" + b"\xff\xd9"
+    assert jpeg_frame_shape(hand_made) == (300, 200, 1)
+    for bad, reason in ((data[: len(data) // 2], "cut off"), (b"\x89PNG" + data[4:], "start-of-image"),
+                        (data[:2] + b"\xff\xda\x00\x02" + b"\xff\xd9", "no frame header")):
+        with pytest.raises(ValueError, match=reason):
+            jpeg_frame_shape(bad)
+    # The header of a cut-off frame is intact (a header-only reader would pass it): the check names it.
+    frames = JpegFrames([data] * 4, (24, 40, 3))
+    frames.check()
+    frames.data[2] = data[: len(data) - 50]
+    with pytest.raises(FrameError, match="cut off") as err:
+        frames.check()
+    assert err.value.step == 2
+    with pytest.raises(FrameError, match="expected a 40x24x3 JPEG frame, got 40x24x1"):
+        JpegFrames([hand_made.replace(b"\x01\x2c\x00\xc8", b"\x00\x18\x00\x28")], (24, 40, 3)).check()  # 24 x 40, gray
+
+
+def test_conversion_validation_refuses_a_cut_off_frame_and_names_its_step():
+    ep = make_episode(episode_id="cut", length=5)
+    frames = JpegFrames.encode(ep["steps"]["observation"]["image_front"])
+    frames.data[3] = frames.data[3][:-40]  # header intact, end of the scan missing
+    steps = {**ep["steps"], "observation": {**ep["steps"]["observation"], "image_front": frames}}
+    with pytest.raises(SchemaError) as err:
+        validate_episode({"steps": steps, "episode_metadata": ep["episode_metadata"]}, SMALL_SPEC)
+    assert "cut off" in str(err.value) and err.value.step == 3 and "image_front" in str(err.value)
 
 
 def test_never_overwrites_and_leaves_no_temporaries(tmp_path):
