@@ -219,7 +219,9 @@ class TrainConfig:
         this decay, warmed up as min(decay, (1 + t) / (10 + t)) (`agents/averaging.py`; 0 = the
         trained parameters themselves). A policy fitted to a few demonstrations succeeds or fails
         in closed loop on small parameter changes, so SGD noise alone makes nearby checkpoints
-        differ by tens of points.
+        differ by tens of points. Default 0.998, measured through SFT -> Cal-ConRFT -> HIL-ConRFT
+        against 0 on the same demos (pick_cube, insert_peg x 3 seeds, WORKSPACE.md): SFT +23 ± 19
+        points, Cal-ConRFT +8 ± 16, HIL-ConRFT 0 ± 6 (paired, 95% intervals).
       critic_warmup_steps: learner steps at the start of the offline and of the online stage
         that update the critic only: the actor does not follow a critic that has not yet fitted
         the stage's data (offline: from a random critic; online: the policy's own states). 0 = none.
@@ -242,7 +244,7 @@ class TrainConfig:
 
     batch_size: int = 256
     learning_rate: float = 3e-4
-    policy_ema: float = 0.0
+    policy_ema: float = 0.998
     critic_warmup_steps: int = 0
     seed: int = 42
     log_every: int = 50

@@ -229,7 +229,7 @@ def test_sft_acts_evaluates_and_exports_the_average_of_backbone_and_head(demos):
                                                                  start.params, one.params))
     assert set(one.policy_params) == {"backbone", "head"}
     # The BC error is the acting (averaged) policy's: with decay 0 it is the trained parameters'.
-    plain = SFTLearner(tiny_config(), 7, ("front", "wrist"), 19)
+    plain = SFTLearner(tiny_config(policy_ema=0.0), 7, ("front", "wrist"), 19)
     stepped, _ = plain.step(start, batch)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, stepped.policy_params, stepped.params))
     # The BC error reads the averaged parameters only: the trained ones can be anything, and putting the
