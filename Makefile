@@ -12,6 +12,6 @@ sim: setup
 test: setup
 	MUJOCO_GL=egl TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/pytest -q
 
-# Every speed benchmark, one table of figures vs targets (about 40 min on 2 cores; not part of the tests).
+# Every speed benchmark, one table of figures vs targets (over an hour on 2 cores, the small pixel critic's 20 s updates most of it; not part of the tests).
 bench: setup
 	MUJOCO_GL=egl TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python tools/benchmark_all.py
