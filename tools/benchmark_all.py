@@ -7,8 +7,8 @@ Each benchmark runs alone in its own process, one after the other (they measure 
 machine, so nothing else should run meanwhile); each prints, as its last line, one JSON object
 of figures `{name: {"value": v, "target": ">= x" | "<= x" | null}}` (optionally under a
 "figures" key). A figure with a target is marked met or missed. The whole set takes over an
-hour on a 2-core CPU box (the `small` pixel critic's ~20 s updates are most of it) (`--quick`: smaller sizes, a few minutes, figures not comparable
-with the targets).
+hour on a 2-core CPU box, most of it the `small` pixel critic's ~20 s updates (`--quick`:
+smaller sizes, a few minutes, figures not comparable with the targets).
 """
 
 from __future__ import annotations

@@ -156,10 +156,11 @@ def main(argv=None) -> int:
                     (steps["embedding"], {k: v for k, v in steps["observation"].items() if k in keys})))
                 if i == count // 2 - 1:
                     halfway = (rss_bytes(pid), frame_bytes)
-        reverb_bytes = rss_bytes(pid) - rss_before
+        rss_after = rss_bytes(pid)
+    reverb_bytes = rss_after - rss_before
     # The second half's growth per frame byte: the server's fixed start-up cost (gRPC buffers,
     # allocator arenas) is paid in the first half, so this is the cost of each further byte.
-    marginal = ((reverb_bytes + rss_before - halfway[0]) / (frame_bytes - halfway[1])
+    marginal = ((rss_after - halfway[0]) / (frame_bytes - halfway[1])
                 if halfway and frame_bytes > halfway[1] else float("nan"))
     with ReplayServer.from_config(config, signature) as server:  # in the learner's process, as in the stages
         start = time.perf_counter()
