@@ -53,10 +53,11 @@ class ConRFTBuilder:
     def replay_config(self):
         from vlarft.datasets.replay import ReplayConfig
 
-        online = self.config.online
+        online, workers = self.config.online, self.config.train.replay_sampler_workers
         replay = ReplayConfig.for_training(self.config.train.batch_size, self.online_fraction,
                                            online.updates_per_env_step, min_size_online=online.min_online,
-                                           observation_keys=self.observation_keys)
+                                           observation_keys=self.observation_keys,
+                                           **({"sampler_workers": workers} if workers else {}))
         if self.actor_lead:
             spi = replay.samples_per_insert
             offset = online.min_online * spi

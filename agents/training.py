@@ -252,7 +252,8 @@ def open_checkpointer(options: StageOptions, config: AgentConfig, stage: str) ->
 def _learning_part(config: AgentConfig) -> AgentConfig:
     """The config without bookkeeping (logging, evaluation, checkpoint cadence, the online budget
     and deployment), which may change on resume."""
-    neutral = dict(log_every=0, eval_every=0, checkpoint_every=0, eval_episodes=0, keep_checkpoints=0, devices="")
+    neutral = dict(log_every=0, eval_every=0, checkpoint_every=0, eval_episodes=0, keep_checkpoints=0, devices="",
+                   replay_sampler_workers=0)
     online = {name: getattr(OnlineConfig(), name) for name in OnlineConfig.BOOKKEEPING}
     return dataclasses.replace(config, train=dataclasses.replace(config.train, **neutral),
                                online=dataclasses.replace(config.online, **online))

@@ -178,6 +178,23 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path):
     assert not all(jax.tree_util.tree_leaves(changed))  # the step did change the actor
 
 
+def test_replay_sampler_workers_come_from_the_train_config_and_may_change_on_resume():
+    from conftest import SMALL_SPEC
+
+    from vlarft.agents.builder import ConRFTBuilder
+
+    def workers(config):
+        return ConRFTBuilder(config, loss_preset("stable", "online"), SMALL_SPEC, None,
+                             online=True).replay_config().sampler_workers
+
+    config = tiny_config()
+    two = dataclasses.replace(config, train=dataclasses.replace(config.train, replay_sampler_workers=2))
+    assert workers(config) == 4 and workers(two) == 2  # 0: the replay layer's default
+    assert training._learning_part(two) == training._learning_part(config)  # bookkeeping
+    with pytest.raises(ValueError, match="sampler_workers must be >= 1, got -1"):
+        workers(dataclasses.replace(config, train=dataclasses.replace(config.train, replay_sampler_workers=-1)))
+
+
 def assert_trees_close(a, b):
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 

@@ -60,7 +60,8 @@ class ReplayConfig:
         `num_workers_per_iterator`; 4). The samples in flight (two batches' rows per table)
         are split among them, so more workers sample no further ahead of the actor; the
         learner's iterator gets 1.25-1.5x the batches/s of 1 worker (`tools/benchmark_replay.py`
-        prints both).
+        prints both). The agent sets it from `TrainConfig.replay_sampler_workers`
+        (`--set train.replay_sampler_workers=N`).
     """
 
     demo_table: str = "demo"
