@@ -21,8 +21,11 @@ def warmed_up_decay(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
-def updated_average(average, params, step: jax.Array, decay: float):
-    """The running average after update `step` made `params`; `params` itself when decay is 0."""
+def updated_average(average, params, step: jax.Array, decay: float, warm_up: bool = True):
+    """The running average after update `step` made `params`; `params` itself when decay is 0.
+    `warm_up` False: the full decay from the first update (the average starts where the
+    parameters started and remembers it as decay^t)."""
     if not decay:
         return params
-    return optax.incremental_update(params, average, 1.0 - warmed_up_decay(step, decay))
+    current = warmed_up_decay(step, decay) if warm_up else decay
+    return optax.incremental_update(params, average, 1.0 - current)

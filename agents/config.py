@@ -222,6 +222,9 @@ class TrainConfig:
         differ by tens of points. Default 0.998, measured through SFT -> Cal-ConRFT -> HIL-ConRFT
         against 0 on the same demos (pick_cube, insert_peg x 3 seeds, WORKSPACE.md): SFT +23 ± 19
         points, Cal-ConRFT +8 ± 16, HIL-ConRFT 0 ± 6 (paired, 95% intervals).
+      policy_ema_warmup: warm the average's decay up from 0 as above (True, default), so it
+        forgets where the parameters started; False: the full decay from the first update, so
+        the average starts at the stage's incoming policy and leaves it slowly.
       critic_warmup_steps: learner steps at the start of the offline and of the online stage
         that update the critic only: the actor does not follow a critic that has not yet fitted
         the stage's data (offline: from a random critic; online: the policy's own states). 0 = none.
@@ -249,6 +252,7 @@ class TrainConfig:
     batch_size: int = 256
     learning_rate: float = 3e-4
     policy_ema: float = 0.998
+    policy_ema_warmup: bool = True
     critic_warmup_steps: int = 0
     seed: int = 42
     log_every: int = 50

@@ -193,7 +193,8 @@ class Learner:
             joint = update_actor and index == self.updates_per_step - 1
             state, update_metrics = self._update(state, batch, update_actor=joint)
             metrics.update(update_metrics)
-        policy = updated_average(state.policy_params, state.head_params, state.step, self.config.train.policy_ema)
+        policy = updated_average(state.policy_params, state.head_params, state.step, self.config.train.policy_ema,
+                                 self.config.train.policy_ema_warmup)
         return state.replace(step=state.step + 1, policy_params=policy), metrics
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:

@@ -68,7 +68,8 @@ class SFTLearner:
         grads, metrics = jax.grad(self._loss, has_aux=True)(state.params, batch, key)
         updates, opt = self.tx.update(grads, state.opt, state.params)
         params = optax.apply_updates(state.params, updates)
-        policy = updated_average(state.policy_params, params, state.step, self.config.train.policy_ema)
+        policy = updated_average(state.policy_params, params, state.step, self.config.train.policy_ema,
+                                 self.config.train.policy_ema_warmup)
         return state.replace(step=state.step + 1, params=params, policy_params=policy, opt=opt, rng=rng), metrics
 
     def _eval_actions_fn(self, params, batch):

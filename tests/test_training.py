@@ -208,6 +208,10 @@ def test_the_average_forgets_its_start_the_decay_is_warmed_up_and_capped():
     for t in range(1500):
         average = updated_average(average, jnp.zeros(()), t, 0.999)
     assert float(average) < 1e-6 and 0.999 ** 1500 == pytest.approx(0.22, abs=0.01)
+    kept = jnp.ones(())  # without the warm-up the start keeps decay^t
+    for t in range(1500):
+        kept = updated_average(kept, jnp.zeros(()), t, 0.999, warm_up=False)
+    assert float(kept) == pytest.approx(0.999 ** 1500, rel=1e-3)
     assert updated_average(jnp.ones(()), jnp.zeros(()), 0, 0.0) == 0.0  # decay 0: the parameters themselves
 
 
