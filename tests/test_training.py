@@ -551,7 +551,9 @@ def test_actor_survives_learner_kill_9_and_no_acknowledged_step_is_lost(demos, e
     assert sum(len(e["steps"]["action"]) - 1 for e in episodes) == acted["transitions"]
     interventions = sum(int(e["steps"]["intervention"][:-1].sum()) for e in episodes)
     demos = sum(len(e["steps"]["action"]) - 1 for e in iterate_episodes(embedded.dataset_dir, "train"))
-    assert interventions > 0
+    # (0 interventions is a policy good enough to need no human; the routing of intervention
+    # steps to the demo table is asserted with a human driving every step in
+    # test_online_stage_streams_steps_interventions_and_versions)
     assert interventions <= learned["replay_sizes"]["demo"] - demos <= interventions + acted["resent"], learned
     versions = acted["policy_versions"]
     # the offline head (20), or the learner's first publication if that came while the actor's
