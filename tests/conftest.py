@@ -1,5 +1,6 @@
 """Shared test helpers: small real episodes built through the project's own EpisodeBuilder, random
-network parameters."""
+network parameters, and the session's recorded demos, SFT run and embedded dataset (the stage
+fixtures `demos`, `sft_run`, `embedded`, built once for every module that asks)."""
 
 import os
 
@@ -7,12 +8,20 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from vlarft.agents import training
+from vlarft.agents.config import get_config
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.schema import EpisodeSpec
+from vlarft.pipelines.convert_demos import convert
+from vlarft.pipelines.embed_dataset import embed_dataset
 from vlarft.robot_io.teleop.base import TeleopCommand
+from vlarft.tools.record_demos import record
 
 SMALL_SPEC = EpisodeSpec(cameras={"front": (16, 16), "wrist": (16, 16)})
 
@@ -70,3 +79,41 @@ class LiftingOperator:
 
     def close(self):
         pass
+
+
+# --- the stage fixtures shared by test_training and test_agents (built once per session) -----------
+
+QUIET = lambda msg: None  # noqa: E731
+
+
+def tiny_config(**train):
+    config = get_config("tiny")
+    defaults = dict(batch_size=32, log_every=10, eval_every=0, checkpoint_every=50)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **{**defaults, **train}))
+
+
+@pytest.fixture(scope="session")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    # lossless raw frames: the acting test feeds them to the policy as live frames
+    record("sim:pick_cube", "scripted", 12, str(root / "raw"), image_size=32, progress=False, lossless_frames=True)
+    dataset = convert([str(root / "raw")], str(root / "data"), "pick32", validation_fraction=0.25, log=QUIET)
+    return root, dataset.dataset_dir
+
+
+@pytest.fixture(scope="session")
+def sft_run(demos):
+    root, dataset_dir = demos
+    workdir = str(root / "sft")
+    config = tiny_config()
+    options = lambda steps: training.StageOptions(dataset_dir=dataset_dir, workdir=workdir, steps=steps,
+                                                  eval_episodes=0, show_progress=False)
+    start = training.run_sft(options(0), config)  # evaluation of the untrained policy
+    end = training.run_sft(options(250), config)  # resumes from the step-0 checkpoint
+    return workdir, start, end
+
+
+@pytest.fixture(scope="session")
+def embedded(demos, sft_run):
+    root, dataset_dir = demos
+    return embed_dataset(dataset_dir, sft_run[0], str(root / "data"), log=QUIET)

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from test_training import REPO, demos, embedded, fake_batch, sft_run, step_item, tiny_config  # noqa: F401
+from conftest import tiny_config
+from test_training import REPO, fake_batch, step_item
 from vlarft.agents.builder import ConRFTBuilder
 from vlarft.agents.config import loss_preset
 from vlarft.agents.hg_dagger import BCLearner

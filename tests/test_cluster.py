@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SMALL_SPEC, make_episode
+from conftest import QUIET, SMALL_SPEC, make_episode
 from vlarft.agents import training
 from vlarft.agents.config import get_config
 from vlarft.datasets.raw_episodes import write_raw_episode
@@ -17,8 +17,6 @@ from vlarft.datasets.schema import flatten
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.embed_dataset import embed_dataset
 from vlarft.tools.dask_cluster import process_cluster
-
-QUIET = lambda msg: None  # noqa: E731
 
 
 def shards(dataset_dir: str) -> dict[str, bytes]:

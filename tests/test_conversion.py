@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SMALL_SPEC, make_episode
+from conftest import QUIET, SMALL_SPEC, make_episode
 from vlarft.datasets import statistics
 from vlarft.datasets.reader import dataset_spec, iterate_episodes
 from vlarft.datasets.hilserl_pickle import PickleImportConfig
@@ -22,7 +22,6 @@ from vlarft.datasets.schema import EpisodeSpec, flatten
 from vlarft.pipelines.convert_demos import ConversionError, convert
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = lambda msg: None
 
 
 def write_demo_dir(directory: Path, count: int = 6) -> dict:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_episode
+from conftest import QUIET, make_episode
 from test_conversion import read_all
 from vlarft.datasets import lerobot_format as fmt
 from vlarft.datasets import lerobot_mapping, lerobot_video
@@ -31,7 +31,6 @@ FIXTURE = Path(__file__).parent / "data" / "lerobot_v30_fixture"  # written by l
 IMAGES_FIXTURE = FIXTURE.with_name("lerobot_v30_images_fixture")  # the same with PNG `image` features
 SPEC = EpisodeSpec(cameras={"front": (24, 32), "wrist": (16, 32)})
 FULL_SPEC = EpisodeSpec(cameras=SPEC.cameras, embedding_dim=4, with_mc_return=True, language_embedding_dim=3)
-QUIET = lambda msg: None
 # AV1 (crf 30, 4:2:0) measured on these smooth test frames: max 12, mean 2.2 grey levels (RLDS JPEG included)
 IMAGE_MAX_ERROR, IMAGE_MEAN_ERROR = 24, 4.0
 

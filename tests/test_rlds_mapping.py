@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import QUIET
 from foreign_rlds import write_bridge_source, write_example_source, two_colour_frames
 from vlarft.agents.config import get_config
 from vlarft.agents.observation import StateNormalizer
@@ -26,8 +27,6 @@ from vlarft.datasets.rlds_mapping import MappingConfigError, bundled_mappings, l
 from vlarft.pipelines import map_rlds as map_rlds_cli
 from vlarft.pipelines.map_rlds import MAPPING_INFO, MapRldsConfig, map_rlds
 from vlarft.pipelines.rlds_job import ConversionError
-
-QUIET = lambda msg: None
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import int16le
+from conftest import QUIET, int16le, tiny_config
 from vlarft.agents import training
-from vlarft.agents.config import get_config, loss_preset
+from vlarft.agents.config import loss_preset
 from vlarft.agents.online import run_online
 from vlarft.datasets.raw_episodes import list_raw_episodes, read_raw_episode
 from vlarft.datasets.reader import iterate_episodes
@@ -33,7 +33,6 @@ from vlarft.robot_io.contract import STATE_DIM, state_slice
 from vlarft.robot_io.franka.fake_server import FakeArmConfig, FakeFrankaServer
 from vlarft.tools.record_demos import record
 
-QUIET = lambda msg: None
 HZ, POS_SCALE, PUSH_M = 50.0, 0.005, 0.02
 SUCCESS_BUTTON = 12  # a SpaceMouse Pro button; the task TOML maps it to SUCCESS
 PRECISION = {"translational_stiffness": 2000.0, "translational_clip_x": 0.1}
@@ -189,12 +188,6 @@ class FakeHidModule:
         return self.hands[-1]
 
 
-def tiny_config(**train):
-    config = get_config("tiny")
-    defaults = dict(batch_size=16, log_every=5, eval_every=0, checkpoint_every=50)
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **{**defaults, **train}))
-
-
 def test_a_lab_goes_from_a_task_toml_to_online_training(tmp_path, monkeypatch, caplog):
     with FakeFrankaServer(config=FakeArmConfig(max_speed=20.0, max_angular_speed=200.0, gripper_speed=50.0)) as server:
         toml = tmp_path / "lab_pick.toml"
@@ -251,7 +244,7 @@ def test_a_lab_goes_from_a_task_toml_to_online_training(tmp_path, monkeypatch, c
             assert episode["steps"]["intervention"].any()
 
         # 4. SFT -> embeddings -> offline -> online, the online actor on the same arm and SpaceMouse.
-        config = tiny_config()
+        config = tiny_config(batch_size=16, log_every=5)
         sft = training.StageOptions(dataset_dir=dataset.dataset_dir, workdir=str(tmp_path / "sft"), steps=20,
                                     eval_episodes=0, show_progress=False)
         assert training.run_sft(sft, config)["learner_steps"] == 20

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import QUIET, tiny_config
 from vlarft.agents import training
 from vlarft.agents.averaging import updated_average, warmed_up_decay
 from vlarft.agents.checkpointing import Checkpointer
@@ -27,37 +28,8 @@ from vlarft.datasets.statistics import load_statistics
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.embed_dataset import embed_dataset
 from vlarft.robot_io.factory import make_env
-from vlarft.tools.record_demos import record
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = lambda msg: None
-
-
-def tiny_config(**train):
-    config = get_config("tiny")
-    defaults = dict(batch_size=32, log_every=10, eval_every=0, checkpoint_every=50)
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **{**defaults, **train}))
-
-
-@pytest.fixture(scope="module")
-def demos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    # lossless raw frames: the acting test feeds them to the policy as live frames
-    record("sim:pick_cube", "scripted", 12, str(root / "raw"), image_size=32, progress=False, lossless_frames=True)
-    dataset = convert([str(root / "raw")], str(root / "data"), "pick32", validation_fraction=0.25, log=QUIET)
-    return root, dataset.dataset_dir
-
-
-@pytest.fixture(scope="module")
-def sft_run(demos):
-    root, dataset_dir = demos
-    workdir = str(root / "sft")
-    config = tiny_config()
-    options = lambda steps: training.StageOptions(dataset_dir=dataset_dir, workdir=workdir, steps=steps,
-                                                  eval_episodes=0, show_progress=False)
-    start = training.run_sft(options(0), config)  # evaluation of the untrained policy
-    end = training.run_sft(options(250), config)  # resumes from the step-0 checkpoint
-    return workdir, start, end
 
 
 def test_sft_bc_error_falls_well_below_its_start(sft_run):
@@ -66,12 +38,6 @@ def test_sft_bc_error_falls_well_below_its_start(sft_run):
     assert end["bc_action_mse"] < 0.5 * start["bc_action_mse"], (start, end)
     assert (Path(workdir) / "policy" / "backbone.msgpack").exists()
     assert list((Path(workdir) / "tensorboard").glob("events.out.tfevents.*"))
-
-
-@pytest.fixture(scope="module")
-def embedded(demos, sft_run):
-    root, dataset_dir = demos
-    return embed_dataset(dataset_dir, sft_run[0], str(root / "data"), log=QUIET)
 
 
 def test_embedding_job_and_offline_cli(demos, embedded, tmp_path):
