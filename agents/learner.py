@@ -115,6 +115,10 @@ def stack_steps(item: Mapping, steps: int, rows_per_source: tuple[int, ...]) -> 
 class Learner:
     """Builds, initialises and updates a `LearnerState` for one stage's loss weights."""
 
+    # the acting head starts as a trained policy's (SFT's, offline's), so the running average
+    # starts there too (`TrainConfig.policy_ema_warmup` None); RLPD's fresh actor does not
+    starts_from_trained_policy = True
+
     def __init__(self, config: AgentConfig, loss: LossConfig, action_dim: int, cameras: tuple[str, ...],
                  state_mean: np.ndarray, state_std: np.ndarray, online_source: int | None = None,
                  rows_per_source: tuple[int, ...] | None = None):
@@ -193,8 +197,10 @@ class Learner:
             joint = update_actor and index == self.updates_per_step - 1
             state, update_metrics = self._update(state, batch, update_actor=joint)
             metrics.update(update_metrics)
+        warm_up = self.config.train.policy_ema_warmup
+        warm_up = not self.starts_from_trained_policy if warm_up is None else warm_up
         policy = updated_average(state.policy_params, state.head_params, state.step, self.config.train.policy_ema,
-                                 self.config.train.policy_ema_warmup)
+                                 warm_up)
         return state.replace(step=state.step + 1, policy_params=policy), metrics
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:

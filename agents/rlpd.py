@@ -39,6 +39,8 @@ class RLPDState(LearnerState):
 class RLPDLearner(Learner):
     """SAC updates; the acting parameters it publishes are the Gaussian actor's."""
 
+    starts_from_trained_policy = False  # a fresh actor: its average forgets the initialisation
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.head = GaussianActor(self.config.sac, self.config.critic, tuple(self.critic.cameras), self.action_dim)

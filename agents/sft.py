@@ -69,7 +69,7 @@ class SFTLearner:
         updates, opt = self.tx.update(grads, state.opt, state.params)
         params = optax.apply_updates(state.params, updates)
         policy = updated_average(state.policy_params, params, state.step, self.config.train.policy_ema,
-                                 self.config.train.policy_ema_warmup)
+                                 self.config.train.policy_ema_warmup is not False)  # the head starts untrained
         return state.replace(step=state.step + 1, params=params, policy_params=policy, opt=opt, rng=rng), metrics
 
     def _eval_actions_fn(self, params, batch):

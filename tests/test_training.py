@@ -20,6 +20,7 @@ from vlarft.agents.checkpointing import Checkpointer
 from vlarft.agents.config import OnlineConfig, get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.metrics_log import NonFiniteLossError
+from vlarft.agents.rlpd import RLPDLearner
 from vlarft.agents.observation import StateNormalizer
 from vlarft.agents.sft import SFTLearner
 from vlarft.agents.step_data import StepData
@@ -182,22 +183,29 @@ def test_the_average_forgets_its_start_the_decay_is_warmed_up_and_capped():
 
 
 def test_the_acting_policy_is_an_exponential_moving_average_of_the_trained_head():
-    def learner_with(ema):
-        config = tiny_config(policy_ema=ema)
+    def learner_with(ema, warm_up=None):
+        config = tiny_config(policy_ema=ema, policy_ema_warmup=warm_up)
         return Learner(config, loss_preset("paper", "offline"), 7, ("front", "wrist"), np.zeros(19), np.ones(19),
                        rows_per_source=(16,))
 
-    plain, averaged = learner_with(0.0), learner_with(0.75)
+    plain, averaged, warmed = learner_with(0.0), learner_with(0.75), learner_with(0.75, warm_up=True)
     start = plain.init(jax.random.PRNGKey(0), fake_batch(0))
     item = step_item(fake_batch(1), fake_batch(2))
     stepped, _ = plain.step(start, item)
     assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, stepped.policy_params,
                                                                 stepped.head_params)))
-    smoothed, _ = averaged.step(start, item)  # update 0: decay min(0.75, 1/10) -> 0.1 old + 0.9 new head
-    assert_trees_close(smoothed.policy_params, jax.tree_util.tree_map(lambda old, new: 0.1 * old + 0.9 * new,
+    # The stage's head starts as a trained policy's: the average starts there, with the full
+    # decay from update 0 (0.75 old + 0.25 new) ...
+    smoothed, _ = averaged.step(start, item)
+    assert_trees_close(smoothed.policy_params, jax.tree_util.tree_map(lambda old, new: 0.75 * old + 0.25 * new,
                                                                       start.policy_params, smoothed.head_params))
-    late = smoothed.replace(step=jnp.asarray(1000, jnp.int32))  # past the warm-up: 0.75 old + 0.25 new
-    later, _ = averaged.step(late, item)
+    # ... unless warmed up: update 0's decay min(0.75, 1/10) -> 0.1 old + 0.9 new head (RLPD's fresh actor).
+    fresh, _ = warmed.step(start, item)
+    assert_trees_close(fresh.policy_params, jax.tree_util.tree_map(lambda old, new: 0.1 * old + 0.9 * new,
+                                                                   start.policy_params, fresh.head_params))
+    assert Learner.starts_from_trained_policy and not RLPDLearner.starts_from_trained_policy
+    late = fresh.replace(step=jnp.asarray(1000, jnp.int32))  # past the warm-up: 0.75 old + 0.25 new
+    later, _ = warmed.step(late, item)
     assert_trees_close(later.policy_params, jax.tree_util.tree_map(lambda old, new: 0.75 * old + 0.25 * new,
                                                                    late.policy_params, later.head_params))
 
