@@ -22,6 +22,12 @@ def warmed_up_decay(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
 
+def warms_up(setting: bool | None, starts_trained: bool) -> bool:
+    """`TrainConfig.policy_ema_warmup` for a learner: None = warm up only when the acting
+    parameters start untrained."""
+    return not starts_trained if setting is None else setting
+
+
 def updated_average(average, params, step: jax.Array, decay: float, warm_up: bool = True):
     """The running average after update `step` made `params`; `params` itself when decay is 0.
     `warm_up` False: the full decay from the first update (the average starts where the

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from vlarft.agents import losses
-from vlarft.agents.averaging import updated_average
+from vlarft.agents.averaging import updated_average, warms_up
 from vlarft.agents.config import AgentConfig, LossConfig, ReturnConfig
 from vlarft.agents.networks import ConsistencyHead, Critic, random_crop_observation, sample_actions
 
@@ -136,6 +136,7 @@ class Learner:
         self.state_mean = jnp.asarray(state_mean, jnp.float32)
         self.state_std = jnp.asarray(np.where(np.asarray(state_std) > 1e-6, state_std, 1.0), jnp.float32)
         self.updates_per_step = loss.critic_actor_ratio
+        self.average_warms_up = warms_up(config.train.policy_ema_warmup, self.starts_from_trained_policy)
         self._steps = {update_actor: jax.jit(functools.partial(self._step, update_actor=update_actor))
                        for update_actor in (False, True)}
         self._scans = {}  # (steps, update_actor) -> jitted `_scan`
@@ -197,10 +198,8 @@ class Learner:
             joint = update_actor and index == self.updates_per_step - 1
             state, update_metrics = self._update(state, batch, update_actor=joint)
             metrics.update(update_metrics)
-        warm_up = self.config.train.policy_ema_warmup
-        warm_up = not self.starts_from_trained_policy if warm_up is None else warm_up
         policy = updated_average(state.policy_params, state.head_params, state.step, self.config.train.policy_ema,
-                                 warm_up)
+                                 self.average_warms_up)
         return state.replace(step=state.step + 1, policy_params=policy), metrics
 
     def _update(self, state: LearnerState, item: Mapping, update_actor: bool) -> tuple[LearnerState, dict]:

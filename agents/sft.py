@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from vlarft.agents import losses
-from vlarft.agents.averaging import updated_average
+from vlarft.agents.averaging import updated_average, warms_up
 from vlarft.agents.config import AgentConfig
 from vlarft.agents.networks import ConsistencyHead, make_backbone, sample_actions
 
@@ -38,6 +38,7 @@ class SFTLearner:
         self.backbone = make_backbone(config.backbone, tuple(cameras), state_dim)
         self.head = ConsistencyHead(config.head, action_dim)
         self.tx = optax.adam(config.train.learning_rate)
+        self.average_warms_up = warms_up(config.train.policy_ema_warmup, starts_trained=False)  # a fresh head
         self._update = jax.jit(self._update_fn)
         self.embed = jax.jit(functools.partial(embed, self.backbone))
         self._eval_actions = jax.jit(self._eval_actions_fn)
@@ -69,7 +70,7 @@ class SFTLearner:
         updates, opt = self.tx.update(grads, state.opt, state.params)
         params = optax.apply_updates(state.params, updates)
         policy = updated_average(state.policy_params, params, state.step, self.config.train.policy_ema,
-                                 self.config.train.policy_ema_warmup is not False)  # the head starts untrained
+                                 self.average_warms_up)
         return state.replace(step=state.step + 1, params=params, policy_params=policy, opt=opt, rng=rng), metrics
 
     def _eval_actions_fn(self, params, batch):

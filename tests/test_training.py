@@ -13,15 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import QUIET, tiny_config
+from conftest import QUIET, SMALL_SPEC, tiny_config
 from vlarft.agents import training
-from vlarft.agents.averaging import updated_average, warmed_up_decay
+from vlarft.agents.averaging import updated_average, warmed_up_decay, warms_up
 from vlarft.agents.checkpointing import Checkpointer
 from vlarft.agents.config import OnlineConfig, get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.metrics_log import NonFiniteLossError
-from vlarft.agents.rlpd import RLPDLearner
 from vlarft.agents.observation import StateNormalizer
+from vlarft.agents.rlpd import RLPDLearner
 from vlarft.agents.sft import SFTLearner
 from vlarft.agents.step_data import StepData
 from vlarft.datasets.reader import iterate_episodes
@@ -146,8 +146,6 @@ def test_resume_reproduces_the_next_step_exactly(tmp_path):
 
 
 def test_replay_sampler_workers_come_from_the_train_config_and_may_change_on_resume():
-    from conftest import SMALL_SPEC
-
     from vlarft.agents.builder import ConRFTBuilder
 
     def workers(config):
@@ -204,6 +202,8 @@ def test_the_acting_policy_is_an_exponential_moving_average_of_the_trained_head(
     assert_trees_close(fresh.policy_params, jax.tree_util.tree_map(lambda old, new: 0.1 * old + 0.9 * new,
                                                                    start.policy_params, fresh.head_params))
     assert Learner.starts_from_trained_policy and not RLPDLearner.starts_from_trained_policy
+    assert not warms_up(None, starts_trained=True) and warms_up(None, starts_trained=False)
+    assert warms_up(True, starts_trained=True) and not warms_up(False, starts_trained=False)  # set: as set
     late = fresh.replace(step=jnp.asarray(1000, jnp.int32))  # past the warm-up: 0.75 old + 0.25 new
     later, _ = warmed.step(late, item)
     assert_trees_close(later.policy_params, jax.tree_util.tree_map(lambda old, new: 0.75 * old + 0.25 * new,
