@@ -26,6 +26,7 @@ from typing import Sequence
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from vlarft.agents.compilation_cache import enable_compilation_cache  # noqa: E402
 from vlarft.agents.terminal import add_verbose_argument, quiet_command_line  # noqa: E402
 
 
@@ -130,6 +131,7 @@ def _sigterm_as_interrupt(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    enable_compilation_cache()  # before the first compilation: a resumed run loads its programs
     import signal
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # SIGTERM saves like Ctrl-C

@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# The command lines the tests start compile afresh, as a first run does, and leave the user's cache
+# folder alone; test_compilation_cache covers the cache.
+os.environ.setdefault("VLARFT_COMPILATION_CACHE", "off")
 
 import dataclasses
 

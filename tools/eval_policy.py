@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gymnasium as gym
 
+from vlarft.agents.compilation_cache import enable_compilation_cache
 from vlarft.agents.evaluation import evaluate, step_label
 from vlarft.agents.video import FrameLabel, video_frame, write_video
 from vlarft.robot_io.contract import INFO_INTERVENTION, require_cameras
@@ -186,6 +187,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    enable_compilation_cache()
     try:
         summary = run(args)
     except (OSError, ValueError) as e:  # no export, no event files, unwritable --out, unknown env, camera mismatch
