@@ -1,7 +1,7 @@
 """Compiled XLA programs kept on disk between runs (JAX's persistent compilation cache).
 
 A stage spends tens of seconds compiling its update and acting functions before the first step
-(the tiny pixel-critic online stage: ~38 of its ~80 s on a 2-core CPU). The programs depend only
+(the tiny RLPD pixel online command: ~34 of its ~80 s on a 2-core CPU). The programs depend only
 on the code, the shapes and the XLA/JAX versions, so a resumed run, the next seed, or an
 evaluation of the same policy can load them instead: JAX keys each entry by a hash of the
 program, the compile options, the backend and the versions, so a stale entry is never used.
@@ -20,6 +20,7 @@ half-written entry (both need the `filelock` package, a dependency).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ENV = "VLARFT_COMPILATION_CACHE"
@@ -36,7 +37,7 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     """Turns JAX's persistent compilation cache on in `directory` (None: from the environment, see
     the module docstring) and returns the folder; None when the cache stays off. Call it before the
     process compiles anything: JAX opens its cache once, at the first compilation."""
-    import jax
+    import jax  # here: the command lines import this module before parsing their arguments
 
     setting = os.environ.get(ENV, "")
     if directory is None and setting.lower() == "off":
@@ -48,8 +49,6 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         _refuse_shared(path)
     except OSError as e:  # a cache is an optimisation: run without it, say why
-        import sys
-
         print(f"warning: compilation cache off: {e}", file=sys.stderr)
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
