@@ -4,7 +4,8 @@ A stage spends tens of seconds compiling its update and acting functions before 
 (the tiny RLPD pixel online command: ~34 of its ~80 s on a 2-core CPU). The programs depend only
 on the code, the shapes and the XLA/JAX versions, so a resumed run, the next seed, or an
 evaluation of the same policy can load them instead: JAX keys each entry by a hash of the
-program, the compile options, the backend and the versions, so a stale entry is never used.
+program, the compile options, the backend (on a CPU: its instruction-set features, so a home
+folder shared by different machines is safe) and the versions, so a stale entry is never used.
 
 `enable_compilation_cache()` is called by the command lines before their first compilation:
 - `VLARFT_COMPILATION_CACHE=off` leaves the cache off;
