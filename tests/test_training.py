@@ -356,6 +356,8 @@ def test_online_stage_streams_steps_interventions_and_versions(demos, embedded, 
     assert result["replay_items_written"]["online"] == result["env_steps"]
     assert result["replay_items_written"]["demo"] == result["env_steps"]  # interventions also go to demo
     assert result["learner_steps"] > 0 and {"success_rate", "mean_episode_length", "episodes"} <= set(result)
+    pauses = result["control_pauses"]  # one per env step: its observation (or reset) -> the next action
+    assert pauses["pauses"] == result["env_steps_collected"] and 0 < pauses["median_ms"] <= pauses["max_ms"]
     files = list_raw_episodes(tmp_path / "online" / "episodes")
     assert len(files) == result["online_episodes"]
     versions = []

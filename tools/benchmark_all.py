@@ -35,6 +35,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "latency": (["benchmark_agent.py", "--parts=latency", "--configs=small", "--cores=1"],
                 ["benchmark_agent.py", "--parts=latency", "--configs=tiny", "--cores=1"]),
     "online": (["benchmark_online.py"], ["benchmark_online.py", "--steps=12", "--rounds=1"]),
+    "control_pauses": (["benchmark_control_pauses.py"],
+                       ["benchmark_control_pauses.py", "--config=tiny", "--rounds=1", "--updates=5"]),
     "replay": (["benchmark_replay.py"], ["benchmark_replay.py", "--transitions=2000", "--batches=20"]),
     "replay_128px": (["benchmark_replay.py", "--image_size=128"],
                      ["benchmark_replay.py", "--image_size=128", "--transitions=2000", "--batches=20"]),

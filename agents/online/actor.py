@@ -5,7 +5,10 @@ human device behind the `InterventionWrapper` may take over at any step, every s
 `online` table through a `ReliableWriter` as it happens (interventions also to `demo`), every
 episode is written as a raw RLDS episode file (source "online", intervention flags, the policy
 version per step), and new parameters apply at step boundaries. `ParameterPoller` fetches
-publications in the background, so a dead server never stalls the control loop.
+publications in the background, so a dead server never stalls the control loop, and
+`control_timing.steady_control` keeps the garbage collector and a learner thread's Python from
+stalling it; `ControlPauses` records each observation -> action pause (the result's
+`control_pauses`).
 `PeriodicEvaluation` runs deterministic, intervention-free episodes every N env steps.
 """
 
@@ -22,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vlarft.agents.evaluation import run_episodes
+from vlarft.agents.online.control_timing import ControlPauses, steady_control
 from vlarft.agents.online_log import EpisodeStats, EvalPoint, OnlineRecord
 from vlarft.agents.parameters import Published, ReverbParameterStore, UntrustedPublication
 from vlarft.datasets.episode_builder import EpisodeBuilder
@@ -132,6 +136,7 @@ class OnlineActor(threading.Thread):
         self.steps_before, self.steps_done, self.episodes = steps_before, 0, 0
         self.intervention_steps, self.started = 0, time.monotonic()
         self.probe = SuccessProbe()
+        self.pauses = ControlPauses()  # observation -> next action, what a robot's watchdog sees
         self.next_eval = evaluation.first_due(steps_before) if evaluation else None
         self.error: BaseException | None = None
 
@@ -143,12 +148,13 @@ class OnlineActor(threading.Thread):
         try:
             self.env = self.make_env()
             self.policy.warm_up(self.env.observation_space)  # compiled before the robot waits on it
-            self.started = time.monotonic()
-            self.poller.start()
-            while self.steps_done < self.env_steps and not self.stop.is_set():
+            with steady_control():
+                self.started = time.monotonic()
+                self.poller.start()
+                while self.steps_done < self.env_steps and not self.stop.is_set():
+                    self._maybe_evaluate()
+                    self._episode()
                 self._maybe_evaluate()
-                self._episode()
-            self._maybe_evaluate()
             self._finish_writer()
         except BaseException as e:  # surfaced by the thread that started the actor
             self.error = e
@@ -249,13 +255,16 @@ class OnlineActor(threading.Thread):
                                  operator=self.operator, file_path=str(path))
         self._refresh_params()
         observation, info = self.env.reset(seed=self.seed + self.episodes)
+        self.pauses.observed()
         self.policy.reset()
         builder.start(observation)
         action = self.policy.act(observation)
         steps = []
         while True:
             replay_observation = self._replay_observation(observation)
+            self.pauses.acting()
             observation, reward, terminated, truncated, info = self.env.step(action)
+            self.pauses.observed()
             outcome = operator_outcome(reward, terminated, truncated, info)
             terminated, truncated = outcome.terminated, outcome.truncated or outcome.rerecord
             executed, intervened = info["executed_action"], bool(info[INFO_INTERVENTION])

@@ -189,6 +189,7 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
         if actor is not None:
             extra = {**extra, "parameters_refused": actor.poller.rejected,
                      "replay_items_written": actor.writer.items_written, "env_steps_collected": actor.steps_done,
+                     "control_pauses": actor.pauses.summary(),
                      **_success_q(learner, offline_state, state, actor.probe)}
     finally:
         stop.set()
@@ -374,7 +375,7 @@ def _act(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, s
     return {**record.summary(), "replay_items_written": writer.items_written, "role": "actor",
             "actor_index": online.actor_index, "transitions": actor.steps_done, "records_sent": writer.records,
             "resent": writer.resent, "reconnects": writer.reconnects, "journal_dropped": writer.dropped,
-            "parameters_refused": actor.poller.rejected,
+            "parameters_refused": actor.poller.rejected, "control_pauses": actor.pauses.summary(),
             "policy_versions": sorted({e.policy_version for e in record.episodes}),
             "report": online_report(options.workdir, Path(options.workdir) / "report"),
             "wall_s": time.time() - start}
