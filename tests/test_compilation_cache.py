@@ -9,13 +9,19 @@ from pathlib import Path
 import jax
 from vlarft.agents import compilation_cache
 
-# Compiles one program and prints its result; JAX_LOG_COMPILES makes JAX log cache hits as warnings.
+# Compiles two programs and prints their results; JAX_LOG_COMPILES makes JAX log cache hits as warnings.
 PROGRAM = """
 import jax, jax.numpy as jnp
 from vlarft.agents.compilation_cache import enable_compilation_cache
 print(enable_compilation_cache())
-f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum(axis=0) * 3.0)
-print(repr(f(jnp.arange(64.0).reshape(8, 8) / 64).tolist()))
+def slow_to_compile(x):  # unrolled: ~0.5 s of XLA on a 2-core CPU, over MIN_COMPILE_S
+    for i in range(16):
+        x = jnp.tanh(x @ x.T + i) * jnp.sin(x) + jnp.cumsum(x, axis=0)
+    return jnp.sum(x ** 2)
+def quick_to_compile(x):  # ~15 ms: under MIN_COMPILE_S, never written
+    return x * 3.0
+x = jnp.arange(64.0).reshape(8, 8) / 64
+print(repr(jax.jit(jax.grad(slow_to_compile))(x).tolist()), repr(jax.jit(quick_to_compile)(x).tolist()))
 """
 
 
@@ -34,7 +40,9 @@ def test_a_second_process_loads_the_program_and_gets_the_same_result(tmp_path):
     assert "Persistent compilation cache hit" not in first.stderr
     assert "Persistent compilation cache hit" in second.stderr
     assert first.stdout == second.stdout  # same folder, same numbers
-    assert any(cache.iterdir()) and (cache.stat().st_mode & 0o777) == 0o700
+    assert (cache.stat().st_mode & 0o777) == 0o700
+    written = [p.name for p in cache.iterdir() if p.name.endswith("-cache")]
+    assert len(written) == 1 and written[0].startswith("jit_slow_to_compile-"), written  # not the quick one
 
 
 def test_off_compiles_without_a_cache(tmp_path):
