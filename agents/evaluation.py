@@ -9,6 +9,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from vlarft.agents.video import FrameLabel, video_frame, write_video
+from vlarft.robot_io.control_timing import ControlPauses, steady_control
 
 
 class Policy(Protocol):
@@ -32,6 +33,7 @@ class EvalResult:
     lengths: list[int]
     success_flags: list[bool]
     video_path: str = ""
+    control_pauses: dict = dataclasses.field(default_factory=dict)  # `ControlPauses.summary()` of the episodes
 
     @property
     def success_rate(self) -> float:
@@ -65,27 +67,34 @@ def run_episodes(policy: Policy, env, episodes: int, *, seed: int = 10_000, vide
                  progress: Callable[[int], None] | None = None) -> EvalResult:
     """`evaluate` on an env the caller owns (episode i is reset with seed + i)."""
     lengths, flags, frames = [], [], []
+    pauses = ControlPauses()
     policy.warm_up(env.observation_space)  # compiled before a robot waits for its first action
-    for index in range(episodes):
-        policy.reset()
-        observation, info = env.reset(seed=seed + index)
-        record = bool(video_path) and index == 0
-        if record:
-            frames.append(video_frame(observation, FrameLabel(step=0)))
-        steps, success = 0, False
-        while True:
-            observation, reward, terminated, truncated, info = env.step(policy.act(observation))
-            steps += 1
+    with steady_control():
+        for index in range(episodes):
+            policy.reset()
+            observation, info = env.reset(seed=seed + index)
+            pauses.observed()
+            record = bool(video_path) and index == 0
             if record:
-                frames.append(video_frame(observation, step_label(steps, reward, info)))
-            if terminated or truncated:
-                success = bool(info.get("success", False))
-                break
-        lengths.append(steps)
-        flags.append(success)
-        if progress:
-            progress(index + 1)
-    result = EvalResult(episodes=episodes, successes=sum(flags), lengths=lengths, success_flags=flags)
+                frames.append(video_frame(observation, FrameLabel(step=0)))
+            steps, success = 0, False
+            while True:
+                action = policy.act(observation)
+                pauses.acting()
+                observation, reward, terminated, truncated, info = env.step(action)
+                pauses.observed()
+                steps += 1
+                if record:
+                    frames.append(video_frame(observation, step_label(steps, reward, info)))
+                if terminated or truncated:
+                    success = bool(info.get("success", False))
+                    break
+            lengths.append(steps)
+            flags.append(success)
+            if progress:
+                progress(index + 1)
+    result = EvalResult(episodes=episodes, successes=sum(flags), lengths=lengths, success_flags=flags,
+                        control_pauses=pauses.summary())
     if video_path and frames:
         result.video_path = write_video(frames, video_path)
     return result

@@ -76,6 +76,8 @@ def test_cli_evaluates_an_export(tmp_path):
     assert result["success_rate"] == sum(result["successes"]) / 2
     assert result["mean_episode_length"] == pytest.approx(np.mean(result["lengths"]))
     assert result["intervention_rate"] == 0.0 and result["deterministic"] and result["sampler_steps"] == 1
+    pauses = result["control_pauses"]  # one per env step: its observation (or reset) -> the next action
+    assert pauses["pauses"] == sum(result["lengths"]) and 0 < pauses["median_ms"] <= pauses["max_ms"]
     assert result["videos"] == [str(out / "episode_000.mp4"), str(out / "episode_001.mp4")]
     for video in result["videos"]:
         assert Path(video).stat().st_size > 0

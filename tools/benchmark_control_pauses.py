@@ -11,7 +11,7 @@ head on a random embedding; the backbone's share of a step is `benchmark_agent.p
 `--batch_size`).
 
 Each round does the following twice in this process, once with CPython's defaults and once
-inside `agents/online/control_timing.steady_control` (as the stage's actor runs). The order
+inside `robot_io/control_timing.steady_control` (as the stage's actor runs). The order
 alternates between rounds.
 - The learner's update is traced and compiled from scratch (`jax.clear_caches()`) while the
   actor steps the env.
@@ -43,7 +43,7 @@ import numpy as np
 import vlarft.agents.online.stage  # noqa: F401  (the stage's heap: TensorFlow, Reverb, the RLDS readers)
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
-from vlarft.agents.online.control_timing import ControlPauses, steady_control
+from vlarft.robot_io.control_timing import ControlPauses, steady_control
 from vlarft.robot_io.factory import make_env
 from vlarft.tools.benchmark_agent import replay_like_batch
 

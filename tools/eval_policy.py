@@ -115,7 +115,8 @@ def make_policy_env(meta: dict, env_name: str = "") -> gym.Env:
 def summarize(result, recorder: EpisodeRecorder, seed: int) -> dict:
     """The JSON summary of one evaluation (NaN becomes null)."""
     summary = {**result.as_dict(), "intervention_rate": recorder.intervention_rate, "lengths": result.lengths,
-               "successes": result.success_flags, "seeds": [seed + i for i in range(result.episodes)]}
+               "successes": result.success_flags, "seeds": [seed + i for i in range(result.episodes)],
+               "control_pauses": result.control_pauses}
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
 
 

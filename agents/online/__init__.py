@@ -4,8 +4,8 @@ Actor side (`actor.py`): the actor drives the robot with the current policy whil
 (the scripted intervener on the simulator) may take over at any step; it streams every step into
 the `online` Reverb table as it happens (human-intervention transitions also into `demo`),
 writes every episode as a raw RLDS episode file, applies new parameters at step boundaries
-(fetched by a background `ParameterPoller`) and runs periodic evaluations. `control_timing.py`
-keeps its control loop on time beside a learner thread and measures its pauses.
+(fetched by a background `ParameterPoller`) and runs periodic evaluations; its control loop is
+kept on time beside the learner thread by `robot_io/control_timing.py`.
 
 Learner side (`learner_loop.py`): samples mixed online/demo batches paced by the online table's
 rate limiter (the update-to-data ratio; in lockstep the actor also waits for the learner),

@@ -5,9 +5,9 @@ human device behind the `InterventionWrapper` may take over at any step, every s
 `online` table through a `ReliableWriter` as it happens (interventions also to `demo`), every
 episode is written as a raw RLDS episode file (source "online", intervention flags, the policy
 version per step), and new parameters apply at step boundaries. `ParameterPoller` fetches
-publications in the background, so a dead server never stalls the control loop, and
-`control_timing.steady_control` keeps the garbage collector and a learner thread's Python from
-stalling it; `ControlPauses` records each observation -> action pause (the result's
+publications in the background, so a dead server never stalls the control loop.
+`robot_io/control_timing.steady_control` keeps the garbage collector and a learner thread's
+Python from stalling it; `ControlPauses` records each observation -> action pause (the result's
 `control_pauses`).
 `PeriodicEvaluation` runs deterministic, intervention-free episodes every N env steps.
 """
@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vlarft.agents.evaluation import run_episodes
-from vlarft.agents.online.control_timing import ControlPauses, steady_control
+from vlarft.robot_io.control_timing import ControlPauses, steady_control
 from vlarft.agents.online_log import EpisodeStats, EvalPoint, OnlineRecord
 from vlarft.agents.parameters import Published, ReverbParameterStore, UntrustedPublication
 from vlarft.datasets.episode_builder import EpisodeBuilder

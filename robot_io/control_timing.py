@@ -1,4 +1,4 @@
-"""Keeping an actor's control loop on time while other Python threads share its process.
+"""Keeping a robot's control loop on time in a Python process that also does other work.
 
 Two things in CPython stall a thread that waits on nothing of its own:
 
@@ -9,8 +9,10 @@ Two things in CPython stall a thread that waits on nothing of its own:
   jitted call) waits up to the interval (5 ms by default) while another thread runs Python, such
   as the learner tracing its update. An actor step takes the GIL back dozens of times.
 
-`steady_control()` holds both off while an actor runs. It freezes the objects that exist when
-the actor starts, so a full pass walks only what was allocated since. It also shortens the switch
+`steady_control()` holds both off while a control loop runs: the online actor's episodes and
+evaluation episodes (`agents/evaluation.py`). It freezes the objects that exist when the loop
+starts, so a full pass walks only what was allocated since; freezing and unfreezing are O(1),
+and garbage frozen with them is collectable again after the block. It also shortens the switch
 interval to `SWITCH_INTERVAL_S`. `ControlPauses` measures what is left: the time from each
 observation to the next action sent, which a robot's watchdog also sees.
 """
@@ -41,7 +43,6 @@ def steady_control():
     global _active, _previous_interval
     with _lock:
         if _active == 0:
-            gc.collect()  # what is garbage now is freed, not frozen
             gc.freeze()
             _previous_interval = sys.getswitchinterval()
             sys.setswitchinterval(SWITCH_INTERVAL_S)
