@@ -460,6 +460,8 @@ def test_two_actors_one_learner_an_actor_killed_mid_episode_restarts_on_its_slot
     assert "taking over the stale claim" in outputs[1][1]
     assert "actor 0: " in outputs[2][1] and "actor 1: " in outputs[2][1]  # the learner's per-actor lines
     assert acted0["actor_index"] == 0 and acted1["actor_index"] == 1
+    assert acted0["control_pauses"]["pauses"] == acted0["transitions"]  # an actor process times its loop too
+    assert "control loop: observation -> action median" in outputs[0][1]
     episodes1 = recorded()
     transitions1 = sum(len(e["steps"]["action"]) - 1 for e in episodes1)  # both runs' finished episodes
     assert transitions1 >= 120 and acted1["transitions"] < transitions1  # the restart only did the rest

@@ -204,6 +204,8 @@ def _run_learner_side(options, config: AgentConfig, loss: LossConfig, export: Po
               f"all), {figures.get('episodes', '?')} episodes, {figures.get('intervention_steps', '?')} intervention "
               f"steps, {figures.get('steps_per_s', float('nan')):.1f} steps/s, "
               f"{'finished' if figures['finished'] else 'not finished'}", file=sys.stderr, flush=True)
+    if actor is not None:
+        _print_control_pauses(extra["control_pauses"])
     updates = loop.updates * loss.critic_actor_ratio
     return {**final, **record.summary(), **extra, "gate": gate, "replay_sizes": replay_sizes,
             "policy_version": int(state.step),
@@ -229,6 +231,13 @@ def _check_offline_policy(options, config: AgentConfig, learner, builder: ConRFT
         episodes=online.gate_episodes)
     stage_gate.enforce(verdict, online.gate, log=lambda text: print(text, file=sys.stderr, flush=True))
     return {"ok": verdict.ok, **verdict.figures}
+
+
+def _print_control_pauses(pauses: dict) -> None:
+    """One stderr line: how long the control loop took from an observation to its action."""
+    if pauses.get("pauses"):
+        print(f"control loop: observation -> action median {pauses['median_ms']:.1f} ms, p99 {pauses['p99_ms']:.1f} "
+              f"ms, longest {pauses['max_ms']:.1f} ms over {pauses['pauses']} steps", file=sys.stderr, flush=True)
 
 
 def _every(period_s: float, check):
@@ -371,6 +380,7 @@ def _act(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, s
         log.close()
     if actor.error is not None:
         raise actor.error
+    _print_control_pauses(actor.pauses.summary())
     writer = actor.writer
     return {**record.summary(), "replay_items_written": writer.items_written, "role": "actor",
             "actor_index": online.actor_index, "transitions": actor.steps_done, "records_sent": writer.records,
