@@ -25,7 +25,6 @@ from typing import Any, Callable
 import numpy as np
 
 from vlarft.agents.evaluation import run_episodes
-from vlarft.robot_io.control_timing import ControlPauses, steady_control
 from vlarft.agents.online_log import EpisodeStats, EvalPoint, OnlineRecord
 from vlarft.agents.parameters import Published, ReverbParameterStore, UntrustedPublication
 from vlarft.datasets.episode_builder import EpisodeBuilder
@@ -35,6 +34,7 @@ from vlarft.datasets.replay.reliable import CollectionStats
 from vlarft.datasets.replay.tables import ReplayError
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.robot_io.contract import INFO_INTERVENTION
+from vlarft.robot_io.control_timing import ControlPauses, steady_control
 from vlarft.robot_io.intervention import operator_outcome
 
 
