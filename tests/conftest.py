@@ -20,6 +20,7 @@ import pytest
 from vlarft.agents import training
 from vlarft.agents.config import get_config
 from vlarft.datasets.episode_builder import EpisodeBuilder
+from vlarft.datasets.replay.packing import layout_of_stored
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.pipelines.convert_demos import convert
 from vlarft.pipelines.embed_dataset import embed_dataset
@@ -52,6 +53,18 @@ def make_episode(episode_id="ep", length=5, terminal=True, seed=0, spec=SMALL_SP
         builder.add(rng.uniform(-1, 1, spec.action_dim), float(last and terminal), obs(),
                     terminated=last and terminal, intervention=bool(t % 2))
     return builder.finish(success=terminal if success is None else success)
+
+
+def sample_all(client, table, count, limit=3000):
+    """Samples a Reverb table (uniform, with replacement, unseeded) until every one of its `count`
+    items has been seen; returns them unpacked."""
+    seen = {}
+    layout = layout_of_stored(client.server_info()[table].signature)  # items are stored packed
+    for sample in client.sample(table, limit, emit_timesteps=False, unpack_as_table_signature=True):
+        seen[int(sample.info.key)] = layout.unpack(sample.data)
+        if len(seen) == count:
+            return list(seen.values())
+    raise AssertionError(f"saw {len(seen)} of {count} items of {table!r} in {limit} samples")
 
 
 def int16le(*values):

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import SMALL_SPEC, make_episode
+from conftest import SMALL_SPEC, make_episode, sample_all
 from vlarft.agents.config import ReturnConfig
 from vlarft.datasets.raw_episodes import write_raw_episode
 from vlarft.datasets.reader import iterate_episodes
@@ -20,7 +20,7 @@ from vlarft.datasets.replay import (ReplayConfig, ReplayError, ReplayServer, Tra
                                     connect, episode_returns, load_rlds_into_table,
                                     make_batch_iterator, mixed_counts, monte_carlo_returns,
                                     route_by_intervention, transition_signature)
-from vlarft.datasets.replay.packing import StepLayout, layout_of_stored, transition_of_stored
+from vlarft.datasets.replay.packing import StepLayout, transition_of_stored
 from vlarft.datasets.replay.tables import signature_difference
 from vlarft.datasets.replay.writer import rlds_steps
 from vlarft.datasets.schema import EpisodeSpec, validate_episode
@@ -71,17 +71,6 @@ def expected_transitions(steps, keys, returns):
              "discount": steps["discount"][t], "mc_return": returns[t],
              "intervention": steps["intervention"][t]}
             for t in range(len(steps["action"]) - 1)]
-
-
-def sample_all(client, table, count, limit=3000):
-    """Samples uniformly until every one of the table's `count` items has been seen."""
-    seen = {}
-    layout = layout_of_stored(client.server_info()[table].signature)  # items are stored packed
-    for sample in client.sample(table, limit, emit_timesteps=False, unpack_as_table_signature=True):
-        seen[int(sample.info.key)] = layout.unpack(sample.data)
-        if len(seen) == count:
-            return list(seen.values())
-    raise AssertionError(f"saw {len(seen)} of {count} items of {table!r} in {limit} samples")
 
 
 def state_key(state) -> bytes:
