@@ -380,12 +380,13 @@ def _act(options, config: AgentConfig, loss: LossConfig, export: PolicyExport, s
         log.close()
     if actor.error is not None:
         raise actor.error
-    _print_control_pauses(actor.pauses.summary())
+    pauses = actor.pauses.summary()
+    _print_control_pauses(pauses)
     writer = actor.writer
     return {**record.summary(), "replay_items_written": writer.items_written, "role": "actor",
             "actor_index": online.actor_index, "transitions": actor.steps_done, "records_sent": writer.records,
             "resent": writer.resent, "reconnects": writer.reconnects, "journal_dropped": writer.dropped,
-            "parameters_refused": actor.poller.rejected, "control_pauses": actor.pauses.summary(),
+            "parameters_refused": actor.poller.rejected, "control_pauses": pauses,
             "policy_versions": sorted({e.policy_version for e in record.episodes}),
             "report": online_report(options.workdir, Path(options.workdir) / "report"),
             "wall_s": time.time() - start}
