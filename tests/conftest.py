@@ -3,6 +3,12 @@ network parameters, and the session's recorded demos, SFT run and embedded datas
 fixtures `demos`, `sft_run`, `embedded`, built once for every module that asks)."""
 
 import os
+import signal
+
+# A suite started in the background by a shell script (`make test &`) inherits SIGINT ignored, and
+# every process it starts would too: the Ctrl-C tests need Ctrl-C delivered.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
