@@ -110,7 +110,7 @@ def test_rlpd_pixel_variant_trains_its_own_encoders_and_acts_from_frames():
     (`critic.input=pixels`); one learner step updates the critic's convolutions (and the actor's
     separate copy), the TD error falls on a fixed batch, the actor's action depends on the frame."""
     config = tiny_config()
-    config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input="pixels"))
+    config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input="pixels", encoder_widths=(8,)))
     learner = RLPDLearner(config, loss_preset("stable", "online"), ACTION_DIM, ("front", "wrist"),
                           np.zeros(STATE_DIM), np.ones(STATE_DIM), online_source=0, rows_per_source=(8, 8))
     state = learner.init(jax.random.PRNGKey(0), with_frames(fake_batch(0, batch=8), 0))
@@ -146,7 +146,7 @@ def run_online_cli(agent: str, init_from: str, dataset_dir: str, workdir, *extra
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("agent,extra", [("hg_dagger", ()), ("rlpd", ()), ("rlpd", ("--critic_input=pixels",))],
+@pytest.mark.parametrize("agent,extra", [("hg_dagger", ()), ("rlpd", ()), ("rlpd", ("--critic_input=pixels", "--set=critic.encoder_widths=8"))],
                          ids=["hg_dagger", "rlpd_embedding", "rlpd_pixels"])
 def test_each_baseline_acts_and_learns_through_the_online_command(agent, extra, sft_run, embedded, tmp_path):
     result = run_online_cli(agent, sft_run[0], embedded.dataset_dir, tmp_path / agent, *extra)
