@@ -10,39 +10,12 @@ save another process has under way).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 
-
-_deferring = False
-
-
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C / SIGTERM arriving inside the block take effect (KeyboardInterrupt) when it ends,
-    so a checkpoint is never left half written. Nested blocks defer to the outermost; outside
-    the main thread it does nothing."""
-    global _deferring
-    if _deferring or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _deferring = True
-    received: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _deferring = False
-    if received:
-        raise KeyboardInterrupt
+from vlarft.robot_io.interrupts import interrupts_deferred
 
 
 class Checkpointer:

@@ -72,6 +72,7 @@ from vlarft.robot_io.contract import (
     observation_space,
     state_slice,
 )
+from vlarft.robot_io.interrupts import interrupts_deferred
 
 
 class GymAdapterError(ValueError):
@@ -390,11 +391,14 @@ class GymAdapterEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        raw, info = self.env.reset(seed=seed, options=options)
+        with interrupts_deferred(python_handlers_only=True):  # the env may render through ctypes (MuJoCo's EGL)
+            raw, info = self.env.reset(seed=seed, options=options)
         return self.to_observation(raw), {**info, INFO_SUCCESS: False}
 
     def step(self, action):
-        raw, reward, terminated, truncated, info = self.env.step(self.to_env_action(action))
+        env_action = self.to_env_action(action)
+        with interrupts_deferred(python_handlers_only=True):
+            raw, reward, terminated, truncated, info = self.env.step(env_action)
         success = self._success(reward, info)
         terminated = bool(terminated or success)
         reward = float(success) if self.config.sparse_reward else float(reward)

@@ -620,22 +620,6 @@ def test_precomputed_language_embedding_feeds_the_backbone(tmp_path):
     assert embedded.spec.language_embedding_dim == 8 and embedded.spec.embedding_dim == 64
 
 
-def test_interrupts_during_a_checkpoint_take_effect_after_it():
-    import os
-    import signal
-
-    from vlarft.agents.checkpointing import interrupts_deferred
-
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            with interrupts_deferred():  # nested: the outer block decides
-                os.kill(os.getpid(), signal.SIGTERM)
-                done.append("inner")
-            done.append("outer")
-    assert done == ["inner", "outer"]
-
-
 def shifted(tree, by):
     return jax.tree_util.tree_map(lambda x: np.asarray(x) + by, tree)
 

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vlarft.agents.checkpointing import interrupts_deferred
 from vlarft.agents.parameters import ReverbParameterStore
 from vlarft.datasets.replay.reliable import read_progress
+from vlarft.robot_io.interrupts import interrupts_deferred
 
 
 class DurableSaver:

@@ -30,6 +30,7 @@ from vlarft.robot_io.contract import (
     image_key,
     observation_space,
 )
+from vlarft.robot_io.interrupts import interrupts_deferred
 from vlarft.robot_io.sim.scene import CAMERAS, FINGER_NAMES, FINGER_TRAVEL, SceneConfig, build_mjcf
 from vlarft.robot_io.sim.tasks import make_task
 
@@ -322,7 +323,8 @@ class SimRobotEnv(gym.Env):
 
     def _images(self) -> dict[str, np.ndarray]:
         if self.config.render_images:
-            return {image_key(cam): self._render_camera(cam) for cam in CAMERAS}
+            with interrupts_deferred(python_handlers_only=True):  # a Ctrl-C inside EGL's ctypes calls
+                return {image_key(cam): self._render_camera(cam) for cam in CAMERAS}
         height, width = self.config.image_size
         return {image_key(cam): np.zeros((height, width, 3), np.uint8) for cam in CAMERAS}
 
