@@ -118,6 +118,18 @@ class LiftingOperator:
 QUIET = lambda msg: None  # noqa: E731
 
 
+def run_train_main(argv) -> int:
+    """`agents/train.py`'s main in this process (no interpreter start-up to pay), with the SIGTERM
+    handler it installs for its process put back afterwards."""
+    from vlarft.agents import train
+
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        return train.main(list(argv))
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+
+
 def tiny_config(**train):
     config = get_config("tiny")
     defaults = dict(batch_size=32, log_every=10, eval_every=0, checkpoint_every=50)

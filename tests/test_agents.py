@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import run_train_main, tiny_config
 from test_training import REPO, fake_batch, step_item
 from vlarft.agents.builder import ConRFTBuilder
 from vlarft.agents.config import loss_preset
@@ -148,7 +148,8 @@ def run_online_cli(agent: str, init_from: str, dataset_dir: str, workdir, *extra
 
 @pytest.mark.parametrize("agent,extra", [("hg_dagger", ()), ("rlpd", ()), ("rlpd", ("--critic_input=pixels", "--set=critic.encoder_widths=8"))],
                          ids=["hg_dagger", "rlpd_embedding", "rlpd_pixels"])
-def test_each_baseline_acts_and_learns_through_the_online_command(agent, extra, sft_run, embedded, tmp_path):
+def test_each_baseline_acts_and_learns_through_the_online_command(agent, extra, sft_run, embedded, tmp_path,
+                                                                  capsys):
     result = run_online_cli(agent, sft_run[0], embedded.dataset_dir, tmp_path / agent, *extra)
     assert result["env_steps"] >= 60 and result["learner_steps"] > 0, result
     assert result["replay_items_written"]["online"] == result["env_steps"]
@@ -166,11 +167,12 @@ def test_each_baseline_acts_and_learns_through_the_online_command(agent, extra, 
     if extra:
         return
     other = {"hg_dagger": "rlpd", "rlpd": "hg_dagger"}[agent]
-    refused = subprocess.run([sys.executable, str(REPO / "agents" / "train.py"), "--stage=online", f"--agent={other}",
-                              "--config=tiny", "--batch_size=16", f"--workdir={tmp_path / agent}",
-                              f"--init_from={sft_run[0]}", f"--dataset_dir={embedded.dataset_dir}", "--no_progress"],
-                             capture_output=True, text=True, timeout=600)
-    assert refused.returncode == 1 and "trained with another config" in refused.stderr, refused.stderr[-2000:]
+    capsys.readouterr()
+    code = run_train_main(["--stage=online", f"--agent={other}", "--config=tiny", "--batch_size=16",
+                           f"--workdir={tmp_path / agent}", f"--init_from={sft_run[0]}",
+                           f"--dataset_dir={embedded.dataset_dir}", "--no_progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "trained with another config" in err, err[-2000:]
 
 
 def test_the_online_stage_refuses_a_start_the_agent_cannot_use(sft_run, embedded, tmp_path):

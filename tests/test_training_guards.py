@@ -69,8 +69,7 @@ def test_a_run_interrupted_by_sigint_resumes_bit_identically(tmp_path):
 
 
 def test_unwritable_output_directories_are_error_lines_not_tracebacks(tmp_path, capsys):
-    from conftest import SMALL_SPEC, make_episode
-    from vlarft.agents import train
+    from conftest import SMALL_SPEC, make_episode, run_train_main
     from vlarft.datasets.raw_episodes import write_raw_episode
     from vlarft.pipelines import convert_demos
 
@@ -83,12 +82,8 @@ def test_unwritable_output_directories_are_error_lines_not_tracebacks(tmp_path, 
     assert f"error: cannot write the dataset {unwritable}/d/1.0.0" in capsys.readouterr().err
     assert convert_demos.main([f"--input={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'data'}", "--dataset=d"]) == 0
     dataset_dir = capsys.readouterr().out.strip().splitlines()[-1]
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        code = train.main(["--stage=sft", f"--dataset_dir={dataset_dir}", f"--workdir={unwritable}", "--config=tiny",
+    code = run_train_main(["--stage=sft", f"--dataset_dir={dataset_dir}", f"--workdir={unwritable}", "--config=tiny",
                            "--steps=1", "--eval_episodes=0", "--no_progress"])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)  # train.main turns SIGTERM into Ctrl-C for its process
     err = capsys.readouterr().err
     assert code == 1 and "error: " in err and "a_file/out" in err and "Traceback" not in err
 
