@@ -110,6 +110,7 @@ def test_rlpd_pixel_variant_trains_its_own_encoders_and_acts_from_frames():
     (`critic.input=pixels`); one learner step updates the critic's convolutions (and the actor's
     separate copy), the TD error falls on a fixed batch, the actor's action depends on the frame."""
     config = tiny_config()
+    # One encoder stage: the four of ResNet-10 add ~20 s of compilation here (test_networks covers them).
     config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input="pixels", encoder_widths=(8,)))
     learner = RLPDLearner(config, loss_preset("stable", "online"), ACTION_DIM, ("front", "wrist"),
                           np.zeros(STATE_DIM), np.ones(STATE_DIM), online_source=0, rows_per_source=(8, 8))
@@ -146,7 +147,12 @@ def run_online_cli(agent: str, init_from: str, dataset_dir: str, workdir, *extra
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("agent,extra", [("hg_dagger", ()), ("rlpd", ()), ("rlpd", ("--critic_input=pixels", "--set=critic.encoder_widths=8"))],
+# The pixel variant with a one-stage encoder (as in the test above): compiling the four stages is
+# most of such a test's time, and the four-stage encoder is covered by test_networks.
+PIXELS_ONE_STAGE = ("--critic_input=pixels", "--set=critic.encoder_widths=8")
+
+
+@pytest.mark.parametrize("agent,extra", [("hg_dagger", ()), ("rlpd", ()), ("rlpd", PIXELS_ONE_STAGE)],
                          ids=["hg_dagger", "rlpd_embedding", "rlpd_pixels"])
 def test_each_baseline_acts_and_learns_through_the_online_command(agent, extra, sft_run, embedded, tmp_path,
                                                                   capsys):
