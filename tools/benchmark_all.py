@@ -25,6 +25,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vlarft.agents.xla_flags import use_default_xla_flags
+
 TOOLS = Path(__file__).resolve().parent
 
 # name -> (script arguments, the same with --quick)
@@ -93,6 +95,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
 
+    use_default_xla_flags()  # the benchmarks inherit it (each also adds it when run alone)
+    xla_flags = os.environ.get("XLA_FLAGS", "")
     console = Console()
     results, failures = {}, {}
     for index, name in enumerate(names, 1):
@@ -104,7 +108,8 @@ def main(argv=None) -> int:
         if error:
             failures[name] = error
 
-    table = Table(title="Speed figures vs targets" + (" (--quick: not comparable)" if args.quick else ""))
+    table = Table(title="Speed figures vs targets" + (" (--quick: not comparable)" if args.quick else ""),
+                  caption=f"XLA_FLAGS={xla_flags}")
     for column in ("benchmark", "figure", "value", "target", "met"):
         table.add_column(column)
     for name, figures in results.items():
@@ -114,8 +119,8 @@ def main(argv=None) -> int:
             table.add_row(name, figure, f"{f['value']:g}", f.get("target") or "", mark)
     console.print(table)
     if args.out:
-        Path(args.out).write_text(json.dumps({"results": results, "failures": failures}, indent=1))
-    print(json.dumps({"results": results, "failures": failures}))
+        Path(args.out).write_text(json.dumps({"results": results, "failures": failures, "xla_flags": xla_flags}, indent=1))
+    print(json.dumps({"results": results, "failures": failures, "xla_flags": xla_flags}))
     return 1 if failures else 0
 
 
