@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 from vlarft.agents import training
 from vlarft.agents.compilation_cache import enable_compilation_cache
-from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.agents.config import get_config
+from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.replay.packing import layout_of_stored
 from vlarft.datasets.schema import EpisodeSpec
