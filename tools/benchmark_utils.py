@@ -26,10 +26,8 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 
 MATMUL_SIZE = 1024
+MATMULS_PER_CALL = 8  # see matmul_call
 IDLE_MATMUL_GFLOPS = 122.0  # the 1024x1024 jitted matmul on this 2-core box when idle (issue #11)
-
-
-MATMULS_PER_CALL = 8
 
 
 def matmul_call(size: int = MATMUL_SIZE, per_call: int = MATMULS_PER_CALL) -> tuple[Callable[[], object], float]:
