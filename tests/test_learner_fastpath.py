@@ -1,14 +1,18 @@
 """The learner's fast paths: k scanned steps == k sequential steps; the critic's split first layer == the
-Dense of the concatenation."""
+Dense of the concatenation; its members applied one by one == `nn.vmap` of them; `rows_matmul`'s gradient
+== the plain product's."""
 
 import dataclasses
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.networks import Critic
+from vlarft.agents.networks.critic import QEnsemble, QMember, rows_matmul
 
 A, S, E = 7, 19, 16
 ROWS = (3, 5)  # rows per batch from each of two source tables (online first)
@@ -79,3 +83,45 @@ def test_critic_equals_the_mlp_on_the_concatenated_input():
             h = np.tanh(h * norm["scale"] + norm["bias"])
         want = (h @ member["q"]["kernel"] + member["q"]["bias"])[..., 0]
         np.testing.assert_allclose(q[k], want, rtol=1e-4, atol=1e-5)
+
+
+def test_ensemble_equals_vmapped_members_values_and_gradients():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(4, E)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (4, 3, A)).astype(np.float32)
+    ensemble = QEnsemble(2, (16, 8))
+    vmapped = nn.vmap(QMember, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=None, out_axes=0, axis_size=2)((16, 8))
+    params = ensemble.init(jax.random.PRNGKey(0), features, actions)["params"]
+    reference = vmapped.init(jax.random.PRNGKey(0), features, actions)["params"]
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(reference)
+    for got, want in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(reference)):
+        assert got.shape == want.shape
+    kernel = np.asarray(params["mlp"]["Dense_0"]["kernel"])
+    assert not np.allclose(kernel[0], kernel[1])  # members initialised independently
+
+    def loss(module, p, acts):
+        return jnp.sum(jnp.sin(module.apply({"params": p}, features, acts)))
+
+    np.testing.assert_allclose(ensemble.apply({"params": params}, features, actions),
+                               vmapped.apply({"params": params}, features, actions), rtol=1e-5, atol=1e-6)
+    for argnums in (0, 1):  # parameters, and the actions (the actor's gradient flows through them)
+        got = jax.grad(lambda p, a: loss(ensemble, p, a), argnums)(params, actions)
+        want = jax.grad(lambda p, a: loss(vmapped, p, a), argnums)(params, actions)
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    one_action = ensemble.apply({"params": params}, features, actions[:, 0])
+    assert one_action.shape == (2, 4)
+    np.testing.assert_allclose(one_action, ensemble.apply({"params": params}, features, actions)[:, :, 0], rtol=1e-5)
+
+
+def test_rows_matmul_gradient_equals_the_plain_product():
+    rng = np.random.default_rng(4)
+    rows = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    kernel = rng.normal(size=(4, 6)).astype(np.float32)
+    weights = rng.normal(size=(5, 3, 6)).astype(np.float32)
+    np.testing.assert_allclose(rows_matmul(rows, kernel), rows @ kernel, rtol=1e-6)
+    got = jax.grad(lambda r, k: jnp.sum(rows_matmul(r, k) * weights), argnums=(0, 1))(rows, kernel)
+    # by hand: d/drows = weights @ kernel^T; d/dkernel = sum over rows of rows^T weights
+    np.testing.assert_allclose(got[0], weights @ kernel.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1], np.einsum("bni,bno->io", rows, weights), rtol=1e-5, atol=1e-5)

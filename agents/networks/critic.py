@@ -118,6 +118,36 @@ class ImageEncoder(nn.Module):
         return jnp.tanh(nn.LayerNorm(name="bottleneck_norm")(dense(cfg.bottleneck, name="bottleneck")(x)))
 
 
+# Why the critic's MLP is written the way it is (issue #11). XLA CPU computes a dot only with the
+# contracted axis last in the left operand and first in the right one, in memory; any other dot it
+# precedes with a transposed copy of the operand. A weight gradient contracts over the rows (B x n
+# scored actions), so one operand is always copied transposed: the rule below is to make that the
+# small one. Three things made it the large one, each a strided element-by-element copy of a
+# [rows, H] gradient that took ~30% of a Cal-QL update: rows kept as two axes [B, n] (a two-axis
+# contraction), `nn.vmap` over the members (batched dots), and JAX's own gradient of
+# `actions @ kernel`, which contracts the gradient as the left operand.
+
+
+@jax.custom_vjp
+def rows_matmul(rows, kernel):
+    """rows [..., I] @ kernel [I, O], for many rows and a small kernel. Its kernel gradient is
+    computed as rows^T @ g: the small [rows, I] input is transposed, not the [rows, O] gradient."""
+    return rows @ kernel
+
+
+def _rows_matmul_fwd(rows, kernel):
+    return rows @ kernel, (rows, kernel)
+
+
+def _rows_matmul_bwd(saved, g):
+    rows, kernel = saved
+    flat_rows, flat_g = rows.reshape(-1, rows.shape[-1]), g.reshape(-1, g.shape[-1])
+    return g @ kernel.T, flat_rows.T @ flat_g
+
+
+rows_matmul.defvjp(_rows_matmul_fwd, _rows_matmul_bwd)
+
+
 class PairDense(nn.Module):
     """`dense` on concat([features, actions]), computed part by part: the features' share once
     per observation, broadcast over its actions. Same parameters (kernel [F + A, H], bias) and
@@ -132,18 +162,20 @@ class PairDense(nn.Module):
         kernel = self.param("kernel", xavier, (width + actions.shape[-1], self.features))
         bias = self.param("bias", zeros, (self.features,))
         per_observation = observation_features @ kernel[:width] + bias
-        return broadcast_features(per_observation, actions.shape[:-1]) + actions @ kernel[width:]
+        return broadcast_features(per_observation, actions.shape[:-1]) + rows_matmul(actions, kernel[width:])
 
 
 class PairMLP(nn.Module):
     """`MLP(hidden)` (activate final) on concat([features, actions]), its first layer a
-    `PairDense`; the parameter tree is MLP's (Dense_i, LayerNorm_i)."""
+    `PairDense`; the parameter tree is MLP's (Dense_i, LayerNorm_i). Returns [rows, H]: the
+    actions' leading axes flattened into one."""
 
     hidden: Sequence[int]
 
     @nn.compact
     def __call__(self, features, actions):
         x = PairDense(self.hidden[0], name="Dense_0")(features, actions)
+        x = x.reshape(-1, x.shape[-1])  # [B x n, H]: one row axis (see `rows_matmul`)
         x = jnp.tanh(nn.LayerNorm(name="LayerNorm_0")(x))
         for i, size in enumerate(self.hidden[1:], 1):
             x = jnp.tanh(nn.LayerNorm(name=f"LayerNorm_{i}")(dense(size, name=f"Dense_{i}")(x)))
@@ -158,7 +190,31 @@ class QMember(nn.Module):
 
     @nn.compact
     def __call__(self, features, actions):
-        return dense(1, name="q")(PairMLP(self.hidden, name="mlp")(features, actions))[..., 0]
+        rows = PairMLP(self.hidden, name="mlp")(features, actions)
+        return dense(1, name="q")(rows)[:, 0].reshape(actions.shape[:-1])
+
+
+class QEnsemble(nn.Module):
+    """K `QMember`s, independently initialised. Their parameters are stacked on a leading K axis
+    (`mlp`, `q`: the tree `nn.vmap(QMember)` makes, so checkpoints are unchanged), but the members
+    are applied one after the other, so every dot is a plain matrix product (see `rows_matmul`)."""
+
+    size: int
+    hidden: Sequence[int]
+
+    @nn.compact
+    def __call__(self, features, actions):
+        member = QMember(self.hidden, parent=None)
+
+        def stacked(part: str):
+            def init(key):
+                keys = jax.random.split(key, self.size)
+                return jax.vmap(lambda k: member.init(k, features, actions)["params"][part])(keys)
+            return self.param(part, init)
+
+        params = {part: stacked(part) for part in ("mlp", "q")}
+        return jnp.stack([member.apply({"params": jax.tree_util.tree_map(lambda p: p[k], params)}, features, actions)
+                          for k in range(self.size)])
 
 
 class Critic(nn.Module):
@@ -180,9 +236,7 @@ class Critic(nn.Module):
                 raise ValueError("a pixels critic needs at least one camera")
             self.encoder = {cam: ImageEncoder(cfg) for cam in self.cameras}  # params encoder_<cam>
         self.proprio = ProprioProjection(cfg.proprio_dim)
-        ensemble = nn.vmap(QMember, variable_axes={"params": 0}, split_rngs={"params": True},
-                           in_axes=None, out_axes=0, axis_size=cfg.ensemble_size)
-        self.ensemble = ensemble(cfg.hidden)
+        self.ensemble = QEnsemble(cfg.ensemble_size, cfg.hidden)
 
     def encode(self, observation: Mapping[str, jax.Array], train: bool = False):
         """Observation features [B, F] (the part shared by all members and all actions)."""
