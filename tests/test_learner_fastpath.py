@@ -103,16 +103,16 @@ def test_ensemble_equals_vmapped_members_values_and_gradients():
     def loss(module, p, acts):
         return jnp.sum(jnp.sin(module.apply({"params": p}, features, acts)))
 
-    np.testing.assert_allclose(ensemble.apply({"params": params}, features, actions),
-                               vmapped.apply({"params": params}, features, actions), rtol=1e-5, atol=1e-6)
-    for argnums in (0, 1):  # parameters, and the actions (the actor's gradient flows through them)
-        got = jax.grad(lambda p, a: loss(ensemble, p, a), argnums)(params, actions)
-        want = jax.grad(lambda p, a: loss(vmapped, p, a), argnums)(params, actions)
-        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
-    one_action = ensemble.apply({"params": params}, features, actions[:, 0])
-    assert one_action.shape == (2, 4)
-    np.testing.assert_allclose(one_action, ensemble.apply({"params": params}, features, actions)[:, :, 0], rtol=1e-5)
+    # n actions per observation (members one by one) and one (members at once)
+    for acts, shape in ((actions, (2, 4, 3)), (actions[:, 0], (2, 4))):
+        q = ensemble.apply({"params": params}, features, acts)
+        assert q.shape == shape
+        np.testing.assert_allclose(q, vmapped.apply({"params": params}, features, acts), rtol=1e-5, atol=1e-6)
+        for argnums in (0, 1):  # parameters, and the actions (the actor's gradient flows through them)
+            got = jax.grad(lambda p, a: loss(ensemble, p, a), argnums)(params, acts)
+            want = jax.grad(lambda p, a: loss(vmapped, p, a), argnums)(params, acts)
+            for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
 def test_rows_matmul_gradient_equals_the_plain_product():

@@ -196,8 +196,10 @@ class QMember(nn.Module):
 
 class QEnsemble(nn.Module):
     """K `QMember`s, independently initialised. Their parameters are stacked on a leading K axis
-    (`mlp`, `q`: the tree `nn.vmap(QMember)` makes, so checkpoints are unchanged), but the members
-    are applied one after the other, so every dot is a plain matrix product (see `rows_matmul`)."""
+    (`mlp`, `q`: the tree `nn.vmap(QMember)` makes, so checkpoints are unchanged). With n actions
+    per observation (Cal-QL scores 31) the members are applied one after the other, so every dot
+    is a plain matrix product (see `rows_matmul`): 1.3x a Cal-QL update over `vmap`. With one
+    action per observation they are applied at once (`vmap`): on so few rows that is ~15% faster."""
 
     size: int
     hidden: Sequence[int]
@@ -213,8 +215,10 @@ class QEnsemble(nn.Module):
             return self.param(part, init)
 
         params = {part: stacked(part) for part in ("mlp", "q")}
-        return jnp.stack([member.apply({"params": jax.tree_util.tree_map(lambda p: p[k], params)}, features, actions)
-                          for k in range(self.size)])
+        q = lambda member_params: member.apply({"params": member_params}, features, actions)
+        if actions.ndim == features.ndim:  # one action per observation: few rows, small dots
+            return jax.vmap(q)(params)
+        return jnp.stack([q(jax.tree_util.tree_map(lambda p: p[k], params)) for k in range(self.size)])
 
 
 class Critic(nn.Module):
