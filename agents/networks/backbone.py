@@ -213,8 +213,9 @@ class TransformerBlock(nn.Module):
         y, kv = SelfAttention(self.width, self.heads, self.dropout, name="attention")(
             nn.LayerNorm(name="norm1")(x), bias, queries, train, context)
         x = (x if queries is None else x[:, queries]) + drop(y)
-        y = nn.gelu(dense(self.mlp_ratio * self.width, name="mlp1")(nn.LayerNorm(name="norm2")(x)))
-        return x + drop(dense(self.width, name="mlp2")(drop(y))), kv
+        rows = x.reshape(-1, x.shape[-1])  # one row axis: no transposed copy for the weight gradients
+        y = nn.gelu(dense(self.mlp_ratio * self.width, name="mlp1")(nn.LayerNorm(name="norm2")(rows)))
+        return x + drop(dense(self.width, name="mlp2")(drop(y))).reshape(x.shape), kv
 
 
 class VLABackbone(nn.Module):
