@@ -118,11 +118,10 @@ class ImageEncoder(nn.Module):
         return jnp.tanh(nn.LayerNorm(name="bottleneck_norm")(dense(cfg.bottleneck, name="bottleneck")(x)))
 
 
-# Why the critic's MLP is written the way it is (issue #11). XLA CPU computes a dot only with the
-# contracted axis last in the left operand and first in the right one, in memory; any other dot it
-# precedes with a transposed copy of the operand. A weight gradient contracts over the rows (B x n
-# scored actions), so one operand is always copied transposed: the rule below is to make that the
-# small one. Three things made it the large one, each a strided element-by-element copy of a
+# Why the critic's MLP is written the way it is (issue #11). XLA CPU's dot needs, in memory, the
+# contracted axis last in its left operand and first in its right one; for any other dot it first
+# copies an operand transposed. A weight gradient contracts over the rows (B x n scored actions),
+# so one operand is always copied transposed: the aim is to make that the small one. Three things made it the large one, each a strided element-by-element copy of a
 # [rows, H] gradient that took ~30% of a Cal-QL update: rows kept as two axes [B, n] (a two-axis
 # contraction), `nn.vmap` over the members (batched dots), and JAX's own gradient of
 # `actions @ kernel`, which contracts the gradient as the left operand.
@@ -198,8 +197,9 @@ class QEnsemble(nn.Module):
     """K `QMember`s, independently initialised. Their parameters are stacked on a leading K axis
     (`mlp`, `q`: the tree `nn.vmap(QMember)` makes, so checkpoints are unchanged). With n actions
     per observation (Cal-QL scores 31) the members are applied one after the other, so every dot
-    is a plain matrix product (see `rows_matmul`): 1.3x a Cal-QL update over `vmap`. With one
-    action per observation they are applied at once (`vmap`): on so few rows that is ~15% faster."""
+    is a plain matrix product (see `rows_matmul`): ~1.2x a Cal-QL update over `vmap`. With one
+    action per observation they are applied at once (`vmap`), which is faster on so few rows
+    (WORKSPACE, Speed)."""
 
     size: int
     hidden: Sequence[int]
