@@ -121,10 +121,11 @@ class ImageEncoder(nn.Module):
 # Why the critic's MLP is written the way it is (issue #11). XLA CPU's dot needs, in memory, the
 # contracted axis last in its left operand and first in its right one; for any other dot it first
 # copies an operand transposed. A weight gradient contracts over the rows (B x n scored actions),
-# so one operand is always copied transposed: the aim is to make that the small one. Three things made it the large one, each a strided element-by-element copy of a
-# [rows, H] gradient that took ~30% of a Cal-QL update: rows kept as two axes [B, n] (a two-axis
-# contraction), `nn.vmap` over the members (batched dots), and JAX's own gradient of
-# `actions @ kernel`, which contracts the gradient as the left operand.
+# so one operand is always copied transposed: the aim is to make that the small one. Three things
+# made it the large one, each a strided element-by-element copy of a [rows, H] gradient that took
+# ~30% of a Cal-QL update: rows kept as two axes [B, n] (a two-axis contraction), `nn.vmap` over
+# the members (batched dots), and JAX's own gradient of `actions @ kernel`, which contracts the
+# gradient as the left operand.
 
 
 @jax.custom_vjp
