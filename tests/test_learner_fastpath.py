@@ -3,6 +3,7 @@ Dense of the concatenation; its members applied one by one == `nn.vmap` of them;
 == the plain product's."""
 
 import dataclasses
+import itertools
 
 import flax.linen as nn
 import jax
@@ -89,10 +90,11 @@ def test_ensemble_equals_vmapped_members_values_and_gradients():
     rng = np.random.default_rng(3)
     features = rng.normal(size=(4, E)).astype(np.float32)
     actions = rng.uniform(-1, 1, (4, 3, A)).astype(np.float32)
-    ensemble = QEnsemble(2, (16, 8))
+    memberwise = QEnsemble(2, (16, 8), memberwise_min_rows=0)  # one by one even on these few rows
+    at_once = QEnsemble(2, (16, 8))  # few rows: vmap
     vmapped = nn.vmap(QMember, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=None, out_axes=0, axis_size=2)((16, 8))
-    params = ensemble.init(jax.random.PRNGKey(0), features, actions)["params"]
+    params = memberwise.init(jax.random.PRNGKey(0), features, actions)["params"]
     reference = vmapped.init(jax.random.PRNGKey(0), features, actions)["params"]
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(reference)
     for got, want in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(reference)):
@@ -103,13 +105,14 @@ def test_ensemble_equals_vmapped_members_values_and_gradients():
     def loss(module, p, acts):
         return jnp.sum(jnp.sin(module.apply({"params": p}, features, acts)))
 
-    # n actions per observation (members one by one) and one (members at once)
-    for acts, shape in ((actions, (2, 4, 3)), (actions[:, 0], (2, 4))):
-        q = ensemble.apply({"params": params}, features, acts)
+    # n actions per observation and one, each with the members one by one and at once
+    for module, (acts, shape) in itertools.product((memberwise, at_once),
+                                                   ((actions, (2, 4, 3)), (actions[:, 0], (2, 4)))):
+        q = module.apply({"params": params}, features, acts)
         assert q.shape == shape
         np.testing.assert_allclose(q, vmapped.apply({"params": params}, features, acts), rtol=1e-5, atol=1e-6)
         for argnums in (0, 1):  # parameters, and the actions (the actor's gradient flows through them)
-            got = jax.grad(lambda p, a: loss(ensemble, p, a), argnums)(params, acts)
+            got = jax.grad(lambda p, a: loss(module, p, a), argnums)(params, acts)
             want = jax.grad(lambda p, a: loss(vmapped, p, a), argnums)(params, acts)
             for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
                 np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)

@@ -9,18 +9,27 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLER_LINE = "Sampler and server are owned by the same process"
 
 
-def run(args, **kwargs):
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=REPO, **kwargs)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+def run_together(*commands) -> list[subprocess.CompletedProcess]:
+    """Runs the commands side by side (each is mostly one thread importing) and checks they succeed."""
+    procs = [subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO) for args in commands]
+    done = []
+    try:
+        for args, proc in zip(commands, procs):
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            done.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return done
 
 
 def test_reverb_iterator_lines_hidden_unless_verbose():
     """A real command that serves a Reverb table and samples it through a tf.data iterator."""
     command = [str(REPO / "tools" / "benchmark_replay.py"), "--transitions=100", "--episode_length=20",
                "--batches=2", "--batch=4", "--embedding=4"]
-    quiet = run(command)
-    verbose = run(command + ["--verbose"])
+    quiet, verbose = run_together(command, command + ["--verbose"])
     assert "Reverb / numpy" in quiet.stdout  # the command did its work
     assert SAMPLER_LINE not in quiet.stderr and "[reverb/cc/" not in quiet.stderr, quiet.stderr
     assert "cpu_feature_guard" not in quiet.stderr

@@ -42,6 +42,7 @@ import numpy as np
 import vlarft.agents.online.stage  # noqa: F401  (the stage's heap: TensorFlow, Reverb, the RLDS readers)
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
+from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.robot_io.control_timing import ControlPauses, steady_control
 from vlarft.robot_io.factory import make_env
@@ -103,6 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--updates", type=int, default=30, help="learner updates timed per setting")
     args = parser.parse_args(argv)
     use_default_xla_flags()  # what the stages run with
+    keep_freed_memory()
 
     config = get_config(args.config)
     loss = loss_preset("paper", "online")

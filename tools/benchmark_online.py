@@ -36,6 +36,7 @@ from vlarft.agents.metrics_log import TrainingLog
 from vlarft.agents.online.learner_loop import LearnerLoop
 from vlarft.agents.online_log import OnlineRecord
 from vlarft.agents.parameters import ReverbParameterStore
+from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.datasets.replay import TransitionWriter
 from vlarft.datasets.schema import EpisodeSpec
@@ -130,6 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--demo_transitions", type=int, default=2000)
     args = parser.parse_args(argv)
     use_default_xla_flags()  # what the stages run with
+    keep_freed_memory()
 
     config = get_config(args.config)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=args.batch_size))

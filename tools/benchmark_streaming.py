@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vlarft.agents.host_memory import keep_freed_memory
+from vlarft.agents.xla_flags import use_default_xla_flags
+
 EPISODE_LENGTH = 100
 EPISODES_PER_INPUT = 50
 
@@ -130,6 +133,8 @@ def child(dataset_dir: str, mode: str, sft_steps: int, workdir: str) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
+        use_default_xla_flags()  # what the stages run with
+        keep_freed_memory()
         child(argv[1], argv[2], int(argv[3]), argv[4])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gymnasium as gym
 
 from vlarft.agents.compilation_cache import enable_compilation_cache
+from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.agents.evaluation import evaluate, step_label
 from vlarft.agents.video import FrameLabel, video_frame, write_video
@@ -190,6 +191,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     use_default_xla_flags()
+    keep_freed_memory()
     enable_compilation_cache()
     try:
         summary = run(args)

@@ -13,6 +13,7 @@ Augment pixels with `random_crop` / `random_crop_observation` before calling the
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Mapping, Sequence
 
@@ -194,16 +195,23 @@ class QMember(nn.Module):
         return dense(1, name="q")(rows)[:, 0].reshape(actions.shape[:-1])
 
 
+# From this many scored rows (states x actions) per member up, `QEnsemble` applies its members
+# one after the other: Cal-QL's 256 states x 31 actions. Below it, `vmap` is as fast and compiles
+# ~1 s quicker per learner program (tiny, batch 16-64; WORKSPACE, Speed).
+MEMBERWISE_MIN_ROWS = 2048
+
+
 class QEnsemble(nn.Module):
     """K `QMember`s, independently initialised. Their parameters are stacked on a leading K axis
-    (`mlp`, `q`: the tree `nn.vmap(QMember)` makes, so checkpoints are unchanged). With n actions
-    per observation (Cal-QL scores 31) the members are applied one after the other, so every dot
-    is a plain matrix product (see `rows_matmul`): ~1.2x a Cal-QL update over `vmap`. With one
-    action per observation they are applied at once (`vmap`), which is faster on so few rows
-    (WORKSPACE, Speed)."""
+    (`mlp`, `q`: the tree `nn.vmap(QMember)` makes, so checkpoints are unchanged). With many rows
+    (Cal-QL scores 31 actions per state; `memberwise_min_rows`) the members are applied one after
+    the other, so every dot is a plain matrix product (see `rows_matmul`): ~1.2x a Cal-QL update
+    over `vmap`. With fewer rows (one action per state, small batches) they are applied at once
+    (`vmap`), which is as fast or faster there and compiles quicker (WORKSPACE, Speed)."""
 
     size: int
     hidden: Sequence[int]
+    memberwise_min_rows: int = MEMBERWISE_MIN_ROWS
 
     @nn.compact
     def __call__(self, features, actions):
@@ -217,7 +225,7 @@ class QEnsemble(nn.Module):
 
         params = {part: stacked(part) for part in ("mlp", "q")}
         q = lambda member_params: member.apply({"params": member_params}, features, actions)
-        if actions.ndim == features.ndim:  # one action per observation: few rows, small dots
+        if math.prod(actions.shape[:-1]) < self.memberwise_min_rows:
             return jax.vmap(q)(params)
         return jnp.stack([q(jax.tree_util.tree_map(lambda p: p[k], params)) for k in range(self.size)])
 
