@@ -20,6 +20,8 @@ setting wins (`XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`
 XLA reads the variable once, when JAX's backend starts at the first computation, so call it
 before that; the processes the command starts (actors, Beam workers) inherit it. An XLA that
 does not know a flag aborts the process at start-up: `tests/test_xla_flags.py` runs one.
+The same command lines call `host_memory.keep_freed_memory()` beside it (the allocator setting
+that keeps XLA CPU's freed buffers for the next step).
 """
 
 from __future__ import annotations

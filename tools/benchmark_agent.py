@@ -66,7 +66,8 @@ def learner_figures(config_name: str, critic_input: str, batch: int, image_size:
                     steps_per_call: int, rounds: int = 3) -> dict:
     """Updates/s of one learner step per call (`Learner.step`) and of `steps_per_call` steps per
     call (`Learner.steps`, lax.scan), each with its GFLOP/s as a share of the matmul limit, all
-    measured in interleaved rounds (a change of the machine's load hits them alike)."""
+    measured in interleaved rounds (a change of the machine's load hits them alike). Each call's
+    metrics are read before the next call, as the stages' loops do (they check them)."""
     config = get_config(config_name)
     config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=critic_input))
     loss = loss_preset("paper", "offline")
@@ -78,13 +79,13 @@ def learner_figures(config_name: str, critic_input: str, batch: int, image_size:
                                   image_size, pixels)
     holder = {"state": learner.init(jax.random.PRNGKey(0), item)}
 
-    def one_step():
+    def one_step():  # each call's metrics read before the next, as the stages' loops do
         holder["state"], metrics = learner.step(holder["state"], item)
-        return metrics
+        return jax.device_get(metrics)
 
     def scanned():
         holder["state"], metrics = learner.steps(holder["state"], scan_item, steps_per_call)
-        return metrics
+        return jax.device_get(metrics)
 
     step_gflop = cost_gflop(learner._steps[True], holder["state"], item)
     scan_gflop = step_gflop * steps_per_call  # the same steps (XLA's count of a loop body is per trip)
