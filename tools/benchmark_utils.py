@@ -47,12 +47,6 @@ def matmul_call(size: int = MATMUL_SIZE, per_call: int = MATMULS_PER_CALL) -> tu
     return call, per_call * 2 * size ** 3 / 1e9
 
 
-def matmul_limit_gflops(size: int = MATMUL_SIZE, repeats: int = 10) -> float:
-    """GFLOP/s of a jitted size x size float32 matmul: what this machine's cores can do now."""
-    call, gflop = matmul_call(size)
-    return gflop / timed(call, repeats)
-
-
 def interleaved(calls: Mapping[str, Callable[[], object]], rounds: int, per_round: int) -> dict[str, list[float]]:
     """Seconds per call of each zero-argument function, one figure per round; the functions take
     turns within every round, so a change of the machine's load hits all of them alike."""
