@@ -35,11 +35,11 @@ import numpy as np
 
 from vlarft.agents.actor import ConRFTPolicy
 from vlarft.agents.config import get_config, loss_preset
+from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.learner import Learner
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, make_backbone, sample_actions, tokenize
 from vlarft.agents.octo_import import released_config
 from vlarft.agents.observation import StateNormalizer
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.tools.benchmark_utils import cost_gflop, interleaved, matmul_call, median_ratio, timed
 

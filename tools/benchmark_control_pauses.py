@@ -41,8 +41,8 @@ import numpy as np
 
 import vlarft.agents.online.stage  # noqa: F401  (the stage's heap: TensorFlow, Reverb, the RLDS readers)
 from vlarft.agents.config import get_config, loss_preset
-from vlarft.agents.learner import Learner
 from vlarft.agents.host_memory import keep_freed_memory
+from vlarft.agents.learner import Learner
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.robot_io.control_timing import ControlPauses, steady_control
 from vlarft.robot_io.factory import make_env

@@ -26,9 +26,9 @@ import jax
 import numpy as np
 
 from vlarft.agents.config import get_config, loss_preset
+from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.learner import Learner
 from vlarft.agents.sharding import DataParallel
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.tools.benchmark_agent import CAMERAS, replay_like_batch
 from vlarft.tools.benchmark_utils import interleaved

@@ -31,12 +31,12 @@ import reverb
 
 from vlarft.agents.builder import ConRFTBuilder
 from vlarft.agents.config import STEPS_PER_DISPATCH, get_config, loss_preset
+from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.learner import Learner
 from vlarft.agents.metrics_log import TrainingLog
 from vlarft.agents.online.learner_loop import LearnerLoop
 from vlarft.agents.online_log import OnlineRecord
 from vlarft.agents.parameters import ReverbParameterStore
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.datasets.replay import TransitionWriter
 from vlarft.datasets.schema import EpisodeSpec

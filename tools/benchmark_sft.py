@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlarft.agents.config import get_config
+from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.networks import tokenize
 from vlarft.agents.sft import SFTLearner, backbone_inputs, embed
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.tools.benchmark_utils import IDLE_MATMUL_GFLOPS, cost_gflop, interleaved, matmul_call, median_ratio
 
