@@ -1,19 +1,22 @@
-"""The learner's fast paths: k scanned steps == k sequential steps; the critic's split first layer == the
-Dense of the concatenation; its members applied one by one == `nn.vmap` of them; `rows_matmul`'s gradient
-== the plain product's."""
+"""The learner's fast paths: k scanned steps == k sequential steps; the critic (split first layer, row
+layers with their own gradients) == the MLP on the concatenation, values and gradients; its members applied
+one by one == `nn.vmap` of them; the row ops' gradients (`rows.py`) == the plain ops'."""
 
 import dataclasses
+import functools
 import itertools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vlarft.agents.config import get_config, loss_preset
 from vlarft.agents.learner import Learner
 from vlarft.agents.networks import Critic
-from vlarft.agents.networks.critic import QEnsemble, QMember, rows_matmul
+from vlarft.agents.networks.critic import QEnsemble, QMember
+from vlarft.agents.networks.rows import PRODUCT_MIN_ROWS, add_to_rows, column_sums, rows_matmul, scale_rows
 
 A, S, E = 7, 19, 16
 ROWS = (3, 5)  # rows per batch from each of two source tables (online first)
@@ -63,7 +66,7 @@ def test_scanned_steps_equal_sequential_steps():
     assert all(changed)  # the steps did update every critic leaf
 
 
-def test_critic_equals_the_mlp_on_the_concatenated_input():
+def test_critic_equals_the_mlp_on_the_concatenated_input_values_and_gradients():
     config = dataclasses.replace(get_config("tiny").critic, hidden=(16, 8))
     critic = Critic(config, ())
     rng = np.random.default_rng(2)
@@ -74,16 +77,29 @@ def test_critic_equals_the_mlp_on_the_concatenated_input():
     assert q.shape == (2, 4, 3)
     features = np.asarray(critic.apply({"params": params}, obs, method="encode"))
     x = np.concatenate([np.broadcast_to(features[:, None], (4, 3, features.shape[-1])), actions], axis=-1)
-    for k in range(2):  # by hand: Dense -> LayerNorm -> tanh per hidden size, then Dense(1)
-        member = jax.tree_util.tree_map(lambda p: np.asarray(p[k]), params["ensemble"])
-        h = x
-        for i in range(2):
-            dense, norm = member["mlp"][f"Dense_{i}"], member["mlp"][f"LayerNorm_{i}"]
-            h = h @ dense["kernel"] + dense["bias"]
-            h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
-            h = np.tanh(h * norm["scale"] + norm["bias"])
-        want = (h @ member["q"]["kernel"] + member["q"]["bias"])[..., 0]
-        np.testing.assert_allclose(q[k], want, rtol=1e-4, atol=1e-5)
+
+    def by_hand(ensemble):  # Dense -> LayerNorm -> tanh per hidden size, then Dense(1), per member
+        out = []
+        for k in range(2):
+            member = jax.tree_util.tree_map(lambda p: p[k], ensemble)
+            h = x
+            for i in range(2):
+                dense, norm = member["mlp"][f"Dense_{i}"], member["mlp"][f"LayerNorm_{i}"]
+                h = h @ dense["kernel"] + dense["bias"]
+                h = (h - h.mean(-1, keepdims=True)) / jnp.sqrt(h.var(-1, keepdims=True) + 1e-6)
+                h = jnp.tanh(h * norm["scale"] + norm["bias"])
+            out.append((h @ member["q"]["kernel"] + member["q"]["bias"])[..., 0])
+        return jnp.stack(out)
+
+    np.testing.assert_allclose(q, by_hand(params["ensemble"]), rtol=1e-4, atol=1e-5)
+    # the ensemble's parameter gradients (the row layers' column sums) at fixed features
+    weights = rng.normal(size=q.shape).astype(np.float32)
+    got = jax.grad(lambda e: jnp.sum(weights * critic.apply({"params": {**params, "ensemble": e}}, obs, actions)))(
+        params["ensemble"])
+    want = jax.grad(lambda e: jnp.sum(weights * by_hand(e)))(params["ensemble"])
+    for path, g in jax.tree_util.tree_leaves_with_path(got):
+        w = functools.reduce(lambda tree, key: tree[key.key], path, want)
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
 
 
 def test_ensemble_equals_vmapped_members_values_and_gradients():
@@ -128,3 +144,21 @@ def test_rows_matmul_gradient_equals_the_plain_product():
     # by hand: d/drows = weights @ kernel^T; d/dkernel = sum over rows of rows^T weights
     np.testing.assert_allclose(got[0], weights @ kernel.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[1], np.einsum("bni,bno->io", rows, weights), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 4), (2, PRODUCT_MIN_ROWS // 2 + 1, 4)])  # a sum; a matrix product
+def test_row_ops_gradients_equal_the_plain_ops(shape):
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=shape).astype(np.float32)
+    vector = rng.normal(size=shape[-1]).astype(np.float32)
+    weights = rng.normal(size=shape).astype(np.float32)
+    np.testing.assert_allclose(column_sums(rows), rows.sum((0, 1)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(add_to_rows(rows, vector), rows + vector, rtol=1e-6)
+    np.testing.assert_allclose(scale_rows(rows, vector), rows * vector, rtol=1e-6)
+    # by hand: d/drows of sum(w * (r + v)) = w, d/dv = w summed over rows; of sum(w * r * v): w * v, sum(w * r)
+    added = jax.grad(lambda r, v: jnp.sum(add_to_rows(r, v) * weights), argnums=(0, 1))(rows, vector)
+    np.testing.assert_allclose(added[0], weights, rtol=1e-6)
+    np.testing.assert_allclose(added[1], weights.sum((0, 1)), rtol=1e-4, atol=1e-4)
+    scaled = jax.grad(lambda r, v: jnp.sum(scale_rows(r, v) * weights), argnums=(0, 1))(rows, vector)
+    np.testing.assert_allclose(scaled[0], weights * vector, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scaled[1], (weights * rows).sum((0, 1)), rtol=1e-4, atol=1e-4)

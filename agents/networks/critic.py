@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from vlarft.agents.config import CriticConfig
 from vlarft.agents.networks.common import (ProprioProjection, broadcast_features, check_tree, dense, load_tree,
                                            save_tree, xavier, zeros)
+from vlarft.agents.networks.rows import RowsDense, RowsLayerNorm, add_to_rows, rows_matmul
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,36 +120,6 @@ class ImageEncoder(nn.Module):
         return jnp.tanh(nn.LayerNorm(name="bottleneck_norm")(dense(cfg.bottleneck, name="bottleneck")(x)))
 
 
-# Why the critic's MLP is written the way it is (issue #11). XLA CPU's dot needs, in memory, the
-# contracted axis last in its left operand and first in its right one; for any other dot it first
-# copies an operand transposed. A weight gradient contracts over the rows (B x n scored actions),
-# so one operand is always copied transposed: the aim is to make that the small one. Three things
-# made it the large one, each a strided element-by-element copy of a [rows, H] gradient that took
-# ~30% of a Cal-QL update: rows kept as two axes [B, n] (a two-axis contraction), `nn.vmap` over
-# the members (batched dots), and JAX's own gradient of `actions @ kernel`, which contracts the
-# gradient as the left operand.
-
-
-@jax.custom_vjp
-def rows_matmul(rows, kernel):
-    """rows [..., I] @ kernel [I, O], for many rows and a small kernel. Its kernel gradient is
-    computed as rows^T @ g: the small [rows, I] input is transposed, not the [rows, O] gradient."""
-    return rows @ kernel
-
-
-def _rows_matmul_fwd(rows, kernel):
-    return rows @ kernel, (rows, kernel)
-
-
-def _rows_matmul_bwd(saved, g):
-    rows, kernel = saved
-    flat_rows, flat_g = rows.reshape(-1, rows.shape[-1]), g.reshape(-1, g.shape[-1])
-    return g @ kernel.T, flat_rows.T @ flat_g
-
-
-rows_matmul.defvjp(_rows_matmul_fwd, _rows_matmul_bwd)
-
-
 class PairDense(nn.Module):
     """`dense` on concat([features, actions]), computed part by part: the features' share once
     per observation, broadcast over its actions. Same parameters (kernel [F + A, H], bias) and
@@ -162,7 +133,7 @@ class PairDense(nn.Module):
         width = observation_features.shape[-1]
         kernel = self.param("kernel", xavier, (width + actions.shape[-1], self.features))
         bias = self.param("bias", zeros, (self.features,))
-        per_observation = observation_features @ kernel[:width] + bias
+        per_observation = add_to_rows(observation_features @ kernel[:width], bias)
         return broadcast_features(per_observation, actions.shape[:-1]) + rows_matmul(actions, kernel[width:])
 
 
@@ -177,9 +148,9 @@ class PairMLP(nn.Module):
     def __call__(self, features, actions):
         x = PairDense(self.hidden[0], name="Dense_0")(features, actions)
         x = x.reshape(-1, x.shape[-1])  # [B x n, H]: one row axis (see `rows_matmul`)
-        x = jnp.tanh(nn.LayerNorm(name="LayerNorm_0")(x))
+        x = jnp.tanh(RowsLayerNorm(name="LayerNorm_0")(x))
         for i, size in enumerate(self.hidden[1:], 1):
-            x = jnp.tanh(nn.LayerNorm(name=f"LayerNorm_{i}")(dense(size, name=f"Dense_{i}")(x)))
+            x = jnp.tanh(RowsLayerNorm(name=f"LayerNorm_{i}")(RowsDense(size, name=f"Dense_{i}")(x)))
         return x
 
 
