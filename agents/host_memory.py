@@ -13,9 +13,9 @@ of free memory kept at the heap's top before any is returned, `TOP_PAD` more tak
 heap grows. The cost: memory the process freed is not given back to the system until the free
 part at the heap's top passes `TRIM_THRESHOLD`, as a caching allocator (TF's, PyTorch's) does.
 
-Called with `use_default_xla_flags()` by the command lines that train or evaluate and by the
-speed benchmarks. It applies to the process that calls it (the processes a command starts call it
-in their own `main`). `VLARFT_KEEP_FREED_MEMORY=0` turns it off; elsewhere than on glibc it does
+Applied with XLA's flags by `process_settings.use_process_settings()`, which the command lines
+that train or evaluate and the speed benchmarks call. It applies to the process that calls it
+(the processes a command starts call it in their own `main`). `VLARFT_KEEP_FREED_MEMORY=0` turns it off; elsewhere than on glibc it does
 nothing.
 """
 

@@ -27,9 +27,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from vlarft.agents.compilation_cache import enable_compilation_cache  # noqa: E402
-from vlarft.agents.host_memory import keep_freed_memory  # noqa: E402
+from vlarft.agents.process_settings import use_process_settings  # noqa: E402
 from vlarft.agents.terminal import add_verbose_argument, quiet_command_line  # noqa: E402
-from vlarft.agents.xla_flags import use_default_xla_flags  # noqa: E402
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -133,8 +132,7 @@ def _sigterm_as_interrupt(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    use_default_xla_flags()  # before JAX's first computation
-    keep_freed_memory()
+    use_process_settings()  # before JAX's first computation
     enable_compilation_cache()  # before the first compilation: a resumed run loads its programs
     import signal
 

@@ -33,8 +33,7 @@ import pytest
 from vlarft.agents import training
 from vlarft.agents.compilation_cache import enable_compilation_cache
 from vlarft.agents.config import get_config
-from vlarft.agents.host_memory import keep_freed_memory
-from vlarft.agents.xla_flags import use_default_xla_flags
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.datasets.episode_builder import EpisodeBuilder
 from vlarft.datasets.replay.packing import layout_of_stored
 from vlarft.datasets.schema import EpisodeSpec
@@ -43,8 +42,7 @@ from vlarft.pipelines.embed_dataset import embed_dataset
 from vlarft.robot_io.teleop.base import TeleopCommand
 from vlarft.tools.record_demos import record
 
-use_default_xla_flags()  # the settings the command lines use, in the tests' process and those it starts
-keep_freed_memory()
+use_process_settings()  # the settings the command lines use, in the tests' process and those it starts
 enable_compilation_cache()  # the tests' own process too
 
 SMALL_SPEC = EpisodeSpec(cameras={"front": (16, 16), "wrist": (16, 16)})

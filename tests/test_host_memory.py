@@ -1,5 +1,6 @@
-"""`keep_freed_memory`: a large block freed and allocated again is not faulted in again, page by
-page (what XLA CPU's buffers cost each step under glibc's defaults); off with the variable."""
+"""`keep_freed_memory`, applied as the command lines apply it (`use_process_settings`): a large block
+freed and allocated again is not faulted in again, page by page (what XLA CPU's buffers cost each
+step under glibc's defaults); off with the variable."""
 
 import os
 import subprocess
@@ -12,8 +13,8 @@ import pytest
 # second round. Under glibc's defaults the block is an mmap given back on free: ~16,384 faults.
 PROGRAM = """
 import ctypes, resource
-from vlarft.agents.host_memory import keep_freed_memory
-kept = keep_freed_memory()
+from vlarft.agents.process_settings import use_process_settings
+kept = use_process_settings()["keep_freed_memory"]
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.agents.xla_flags import DEFAULT_FLAGS, use_default_xla_flags
 
 FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
@@ -27,6 +28,12 @@ def test_the_users_own_setting_wins():
         environ = {"XLA_FLAGS": setting}
         assert use_default_xla_flags(environ) == []
         assert environ["XLA_FLAGS"] == setting
+
+
+def test_process_settings_add_the_flags_and_honour_the_allocator_switch():
+    environ = {"VLARFT_KEEP_FREED_MEMORY": "0"}  # no allocator change in the tests' process
+    assert use_process_settings(environ) == {"xla_flags": [f"--{FLAG}=true"], "keep_freed_memory": False}
+    assert environ["XLA_FLAGS"] == f"--{FLAG}=true"
 
 
 def test_this_xla_knows_the_flags():

@@ -35,12 +35,11 @@ import numpy as np
 
 from vlarft.agents.actor import ConRFTPolicy
 from vlarft.agents.config import get_config, loss_preset
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.learner import Learner
 from vlarft.agents.networks import ConsistencyHead, VLABackbone, make_backbone, sample_actions, tokenize
 from vlarft.agents.octo_import import released_config
 from vlarft.agents.observation import StateNormalizer
-from vlarft.agents.xla_flags import use_default_xla_flags
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.tools.benchmark_utils import cost_gflop, interleaved, matmul_call, median_ratio, timed
 
 CAMERAS = ("front", "wrist")
@@ -219,8 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", default="learner,latency", help="comma-separated: learner, latency, octo")
     parser.add_argument("--cores", type=int, default=0, help="> 0: run on this many cores (e.g. 1 for a robot PC's share)")
     args = parser.parse_args(argv)
-    use_default_xla_flags()  # what the stages run with
-    keep_freed_memory()
+    use_process_settings()  # what the stages run with
     if args.cores:  # before JAX starts its CPU client, which sizes its thread pool from the affinity
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
     parts = args.parts.split(",")

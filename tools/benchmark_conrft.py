@@ -46,8 +46,7 @@ from rich.table import Table  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from vlarft.agents.compilation_cache import enable_compilation_cache  # noqa: E402
-from vlarft.agents.host_memory import keep_freed_memory  # noqa: E402
-from vlarft.agents.xla_flags import use_default_xla_flags  # noqa: E402
+from vlarft.agents.process_settings import use_process_settings  # noqa: E402
 from vlarft.tools.sim_stages import (PipelineSettings, TaskPipeline, add_settings_arguments, jsonable,  # noqa: E402
                                      settings_from_args)
 
@@ -303,8 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_settings_arguments(parser, BENCHMARK_DEFAULTS)
     args, beam_args = parser.parse_known_args(argv)
     settings = settings_from_args(args, BENCHMARK_DEFAULTS)
-    use_default_xla_flags()
-    keep_freed_memory()
+    use_process_settings()
     enable_compilation_cache()  # every seed after the first loads the stages' programs
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))

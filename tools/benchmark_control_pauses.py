@@ -41,9 +41,8 @@ import numpy as np
 
 import vlarft.agents.online.stage  # noqa: F401  (the stage's heap: TensorFlow, Reverb, the RLDS readers)
 from vlarft.agents.config import get_config, loss_preset
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.learner import Learner
-from vlarft.agents.xla_flags import use_default_xla_flags
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.robot_io.control_timing import ControlPauses, steady_control
 from vlarft.robot_io.factory import make_env
 from vlarft.tools.benchmark_agent import replay_like_batch
@@ -103,8 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--updates", type=int, default=30, help="learner updates timed per setting")
     args = parser.parse_args(argv)
-    use_default_xla_flags()  # what the stages run with
-    keep_freed_memory()
+    use_process_settings()  # what the stages run with
 
     config = get_config(args.config)
     loss = loss_preset("paper", "online")

@@ -26,10 +26,9 @@ import jax
 import numpy as np
 
 from vlarft.agents.config import get_config, loss_preset
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.learner import Learner
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.agents.sharding import DataParallel
-from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.tools.benchmark_agent import CAMERAS, replay_like_batch
 from vlarft.tools.benchmark_utils import interleaved
 
@@ -63,8 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per_round", type=int, default=5)
     args = parser.parse_args(argv)
-    use_default_xla_flags()  # what the stages run with
-    keep_freed_memory()
+    use_process_settings()  # what the stages run with
     devices = jax.local_devices()
     counts = tuple(n for n in (1, 2) if n <= len(devices))
     print(f"{len(devices)} local {devices[0].platform} device(s); {os.cpu_count()} host cores")

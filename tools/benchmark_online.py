@@ -31,13 +31,12 @@ import reverb
 
 from vlarft.agents.builder import ConRFTBuilder
 from vlarft.agents.config import STEPS_PER_DISPATCH, get_config, loss_preset
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.learner import Learner
 from vlarft.agents.metrics_log import TrainingLog
 from vlarft.agents.online.learner_loop import LearnerLoop
 from vlarft.agents.online_log import OnlineRecord
 from vlarft.agents.parameters import ReverbParameterStore
-from vlarft.agents.xla_flags import use_default_xla_flags
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.datasets.replay import TransitionWriter
 from vlarft.datasets.schema import EpisodeSpec
 from vlarft.tools.benchmark_utils import timed
@@ -130,8 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps_per_dispatch", type=int, default=STEPS_PER_DISPATCH)
     parser.add_argument("--demo_transitions", type=int, default=2000)
     args = parser.parse_args(argv)
-    use_default_xla_flags()  # what the stages run with
-    keep_freed_memory()
+    use_process_settings()  # what the stages run with
 
     config = get_config(args.config)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=args.batch_size))

@@ -21,10 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlarft.agents.config import get_config
-from vlarft.agents.host_memory import keep_freed_memory
 from vlarft.agents.networks import tokenize
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.agents.sft import SFTLearner, backbone_inputs, embed
-from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.tools.benchmark_utils import IDLE_MATMUL_GFLOPS, cost_gflop, interleaved, matmul_call, median_ratio
 
 CAMERAS = ("front", "wrist")
@@ -97,8 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per_round", type=int, default=3)
     args = parser.parse_args(argv)
-    use_default_xla_flags()  # what the stages run with
-    keep_freed_memory()
+    use_process_settings()  # what the stages run with
     f = measure(args.config, args.batch_size, args.image_size, args.rounds, args.per_round)
     print(f"[{f['config']}] SFT steps/s at batch {f['batch_size']}, {f['image_size']} px, two cameras: "
           f"{f['steps_per_s']:.2f} (host sampling included) | {f['steps_per_s_device_batch']:.2f} (batch on the device) | "

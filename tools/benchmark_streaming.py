@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlarft.agents.host_memory import keep_freed_memory
-from vlarft.agents.xla_flags import use_default_xla_flags
+from vlarft.agents.process_settings import use_process_settings
 
 EPISODE_LENGTH = 100
 EPISODES_PER_INPUT = 50
@@ -133,8 +132,7 @@ def child(dataset_dir: str, mode: str, sft_steps: int, workdir: str) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
-        use_default_xla_flags()  # what the stages run with
-        keep_freed_memory()
+        use_process_settings()  # what the stages run with
         child(argv[1], argv[2], int(argv[3]), argv[4])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -32,9 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gymnasium as gym
 
 from vlarft.agents.compilation_cache import enable_compilation_cache
-from vlarft.agents.host_memory import keep_freed_memory
-from vlarft.agents.xla_flags import use_default_xla_flags
 from vlarft.agents.evaluation import evaluate, step_label
+from vlarft.agents.process_settings import use_process_settings
 from vlarft.agents.video import FrameLabel, video_frame, write_video
 from vlarft.robot_io.contract import INFO_INTERVENTION, require_cameras
 
@@ -190,8 +189,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    use_default_xla_flags()
-    keep_freed_memory()
+    use_process_settings()
     enable_compilation_cache()
     try:
         summary = run(args)

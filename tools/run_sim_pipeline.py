@@ -42,8 +42,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from vlarft.agents.compilation_cache import enable_compilation_cache  # noqa: E402
-from vlarft.agents.host_memory import keep_freed_memory  # noqa: E402
-from vlarft.agents.xla_flags import use_default_xla_flags  # noqa: E402
+from vlarft.agents.process_settings import use_process_settings  # noqa: E402
 from vlarft.tools.sim_stages import TaskPipeline, add_settings_arguments, jsonable, settings_from_args  # noqa: E402
 
 STAGES = (("sft", "SFT"), ("cal_conrft", "Cal-ConRFT"), ("hil_conrft", "HIL-ConRFT"))
@@ -77,8 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_verbose_argument(parser)
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     settings = settings_from_args(args)
-    use_default_xla_flags()
-    keep_freed_memory()
+    use_process_settings()
     enable_compilation_cache()
     console = Console(stderr=True)
     console.print(f"main job settings: {settings}")
