@@ -15,8 +15,8 @@ part at the heap's top passes `TRIM_THRESHOLD`, as a caching allocator (TF's, Py
 
 Applied with XLA's flags by `process_settings.use_process_settings()`, which the command lines
 that train or evaluate and the speed benchmarks call. It applies to the process that calls it
-(the processes a command starts call it in their own `main`). `VLARFT_KEEP_FREED_MEMORY=0` turns it off; elsewhere than on glibc it does
-nothing.
+(the processes a command starts call it in their own `main`). `VLARFT_KEEP_FREED_MEMORY=0`
+turns it off; elsewhere than on glibc it does nothing.
 """
 
 from __future__ import annotations
