@@ -7,9 +7,12 @@ The last line is JSON {"figures": {name: {"value", "target"}}, "details": {...}}
 
 * Learner updates/s (one update = one gradient step of the critic, plus the actor on every
   `critic_actor_ratio`-th) for each config, with the critic reading cached embeddings (the CPU
-  default) and with its own per-camera conv encoders on pixels: one learner step per call and
-  `--steps_per_call` steps per call (`Learner.steps`, lax.scan), each also as GFLOP/s (XLA's count)
-  over the matmul limit measured in the same rounds (issue #11: >= 60% for the embedding critic).
+  default) and with its own per-camera conv encoders on pixels: one learner step per call and,
+  for the embedding critic, `--steps_per_call` steps per call (`Learner.steps`, lax.scan), each
+  also as GFLOP/s (XLA's count) over the matmul limit measured in the same rounds (issue #11:
+  >= 60% for the embedding critic). The pixel critic is timed one step per call only, as the
+  stages run it (`AgentConfig.steps_per_dispatch`); its scanned calls, 3x slower per update,
+  took most of `make bench`'s hour.
 * Action latency through the acting policy (`ConRFTPolicy.act`, observation -> action): the
   backbone step by step (previous frame's keys/values cached) vs the whole window every step,
   one-step vs a 10-step head; and the head alone on a cached embedding. `--cores=1` measures
@@ -63,10 +66,11 @@ def replay_like_batch(rng, batch: int, embedding: int, image_size: int, pixels: 
 
 def learner_figures(config_name: str, critic_input: str, batch: int, image_size: int, repeats: int,
                     steps_per_call: int, rounds: int = 3) -> dict:
-    """Updates/s of one learner step per call (`Learner.step`) and of `steps_per_call` steps per
-    call (`Learner.steps`, lax.scan), each with its GFLOP/s as a share of the matmul limit, all
-    measured in interleaved rounds (a change of the machine's load hits them alike). Each call's
-    metrics are read before the next call, as the stages' loops do (they check them)."""
+    """Updates/s of one learner step per call (`Learner.step`) and, when `steps_per_call` > 1, of
+    that many steps per call (`Learner.steps`, lax.scan; else the scanned figures are None), each
+    with its GFLOP/s as a share of the matmul limit, all measured in interleaved rounds (a change
+    of the machine's load hits them alike). Each call's metrics are read before the next call, as
+    the stages' loops do (they check them)."""
     config = get_config(config_name)
     config = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=critic_input))
     loss = loss_preset("paper", "offline")
@@ -74,8 +78,8 @@ def learner_figures(config_name: str, critic_input: str, batch: int, image_size:
     rng = np.random.default_rng(0)
     pixels = critic_input == "pixels"
     item = replay_like_batch(rng, batch * loss.critic_actor_ratio, config.backbone.width, image_size, pixels)
-    scan_item = replay_like_batch(rng, batch * loss.critic_actor_ratio * steps_per_call, config.backbone.width,
-                                  image_size, pixels)
+    scan_item = (replay_like_batch(rng, batch * loss.critic_actor_ratio * steps_per_call, config.backbone.width,
+                                   image_size, pixels) if steps_per_call > 1 else None)
     holder = {"state": learner.init(jax.random.PRNGKey(0), item)}
 
     def one_step():  # each call's metrics read before the next, as the stages' loops do
@@ -89,15 +93,24 @@ def learner_figures(config_name: str, critic_input: str, batch: int, image_size:
     step_gflop = cost_gflop(learner._steps[True], holder["state"], item)
     scan_gflop = step_gflop * steps_per_call  # the same steps (XLA's count of a loop body is per trip)
     matmul, matmul_gflop = matmul_call()
-    s = interleaved({"matmul": matmul, "step": one_step, "scan": scanned}, rounds, repeats)
+    calls = {"matmul": matmul, "step": one_step, **({"scan": scanned} if steps_per_call > 1 else {})}
+    s = interleaved(calls, rounds, repeats)
     updates = loss.critic_actor_ratio
     limit = [matmul_gflop / t for t in s["matmul"]]
+    scan = s.get("scan")
     return {"updates_per_s": statistics.median(updates / t for t in s["step"]),
-            "updates_per_s_scanned": statistics.median(updates * steps_per_call / t for t in s["scan"]),
+            "updates_per_s_scanned": statistics.median(updates * steps_per_call / t for t in scan) if scan else None,
             "gflop_per_update": step_gflop / updates,
             "share_of_matmul_limit": median_ratio([step_gflop / t for t in s["step"]], limit),
-            "share_of_matmul_limit_scanned": median_ratio([scan_gflop / t for t in s["scan"]], limit),
+            "share_of_matmul_limit_scanned": median_ratio([scan_gflop / t for t in scan], limit) if scan else None,
             "matmul_limit_gflops": statistics.median(limit), "steps_per_call": steps_per_call}
+
+
+def stage_steps_per_call(config_name: str, critic_input: str) -> int:
+    """Learner steps per jitted call the stages use with this critic (`AgentConfig.steps_per_dispatch`:
+    1 for pixel critics, whose scanned updates run slower on XLA CPU)."""
+    config = get_config(config_name)
+    return dataclasses.replace(config, critic=dataclasses.replace(config.critic, input=critic_input)).steps_per_dispatch()
 
 
 def action_latency(config_name: str, image_size: int, repeats: int) -> dict:
@@ -227,12 +240,15 @@ def main(argv=None) -> int:
         if "learner" in parts:
             emb = learner_figures(name, "embedding", args.batch_size, args.image_size, args.repeats,
                                   args.steps_per_call)
-            pix = learner_figures(name, "pixels", args.batch_size, args.image_size, 1, args.steps_per_call, rounds=2)
+            pix = learner_figures(name, "pixels", args.batch_size, args.image_size, 1,
+                                  stage_steps_per_call(name, "pixels"), rounds=2)
             for kind, f in (("embedding critic", emb), (f"pixel critic ({args.image_size}px)", pix)):
+                scanned = (f"{f['steps_per_call']} steps per call (scan): {f['updates_per_s_scanned']:.2f} updates/s "
+                           f"({f['share_of_matmul_limit_scanned']:.0%})" if f["updates_per_s_scanned"] is not None
+                           else "one step per call, as the stages run it")
                 print(f"[{name}] learner at batch {args.batch_size}, {kind}: {f['updates_per_s']:.2f} updates/s "
                       f"({f['share_of_matmul_limit']:.0%} of the matmul limit, {f['gflop_per_update']:.2f} GFLOP/update) | "
-                      f"{f['steps_per_call']} steps per call (scan): {f['updates_per_s_scanned']:.2f} updates/s "
-                      f"({f['share_of_matmul_limit_scanned']:.0%}); matmul limit now {f['matmul_limit_gflops']:.0f} GFLOP/s")
+                      f"{scanned}; matmul limit now {f['matmul_limit_gflops']:.0f} GFLOP/s")
             details[name] = {"embedding_critic": emb, "pixel_critic": pix}
             figures[f"learner_{name}_share_of_matmul_limit"] = {
                 "value": round(max(emb["share_of_matmul_limit"], emb["share_of_matmul_limit_scanned"]), 3),
@@ -240,7 +256,7 @@ def main(argv=None) -> int:
             figures[f"learner_{name}_updates_per_s"] = {
                 "value": round(max(emb["updates_per_s"], emb["updates_per_s_scanned"]), 2), "target": None}
             figures[f"learner_{name}_pixel_updates_per_s"] = {
-                "value": round(max(pix["updates_per_s"], pix["updates_per_s_scanned"]), 3),
+                "value": round(max(pix["updates_per_s"], pix["updates_per_s_scanned"] or 0.0), 3),
                 "target": ">= 5" if name == "tiny" else None}
         if "latency" in parts:
             lat = action_latency(name, args.image_size, args.repeats * 4)
