@@ -133,8 +133,12 @@ class PairDense(nn.Module):
         width = observation_features.shape[-1]
         kernel = self.param("kernel", xavier, (width + actions.shape[-1], self.features))
         bias = self.param("bias", zeros, (self.features,))
-        per_observation = add_to_rows(observation_features @ kernel[:width], bias)
-        return broadcast_features(per_observation, actions.shape[:-1]) + rows_matmul(actions, kernel[width:])
+        per_observation = observation_features @ kernel[:width]
+        rows = broadcast_features(per_observation, actions.shape[:-1]) + rows_matmul(actions, kernel[width:])
+        # The bias goes on the B x n rows, so its gradient is one `column_sums` over all of them.
+        # Added per observation, XLA merged its sum with the sum over each observation's actions
+        # into one windowed reduction over the B x n rows (6 ms of a `small` Cal-QL update).
+        return add_to_rows(rows, bias)
 
 
 class PairMLP(nn.Module):
