@@ -245,16 +245,16 @@ def main(argv=None) -> int:
             for kind, f in (("embedding critic", emb), (f"pixel critic ({args.image_size}px)", pix)):
                 scanned = (f"{f['steps_per_call']} steps per call (scan): {f['updates_per_s_scanned']:.2f} updates/s "
                            f"({f['share_of_matmul_limit_scanned']:.0%})" if f["updates_per_s_scanned"] is not None
-                           else "one step per call, as the stages run it")
+                           else "timed one step per call only")
                 print(f"[{name}] learner at batch {args.batch_size}, {kind}: {f['updates_per_s']:.2f} updates/s "
                       f"({f['share_of_matmul_limit']:.0%} of the matmul limit, {f['gflop_per_update']:.2f} GFLOP/update) | "
                       f"{scanned}; matmul limit now {f['matmul_limit_gflops']:.0f} GFLOP/s")
             details[name] = {"embedding_critic": emb, "pixel_critic": pix}
             figures[f"learner_{name}_share_of_matmul_limit"] = {
-                "value": round(max(emb["share_of_matmul_limit"], emb["share_of_matmul_limit_scanned"]), 3),
+                "value": round(max(emb["share_of_matmul_limit"], emb["share_of_matmul_limit_scanned"] or 0.0), 3),
                 "target": ">= 0.6"}
             figures[f"learner_{name}_updates_per_s"] = {
-                "value": round(max(emb["updates_per_s"], emb["updates_per_s_scanned"]), 2), "target": None}
+                "value": round(max(emb["updates_per_s"], emb["updates_per_s_scanned"] or 0.0), 2), "target": None}
             figures[f"learner_{name}_pixel_updates_per_s"] = {
                 "value": round(max(pix["updates_per_s"], pix["updates_per_s_scanned"] or 0.0), 3),
                 "target": ">= 5" if name == "tiny" else None}
