@@ -26,4 +26,5 @@ from vlarft.agents.xla_flags import use_default_xla_flags
 def use_process_settings(environ: MutableMapping[str, str] = os.environ) -> dict:
     """Applies both settings; returns {"xla_flags": the flags added, "keep_freed_memory": whether
     the allocator setting was applied}."""
-    return {"xla_flags": use_default_xla_flags(environ), "keep_freed_memory": keep_freed_memory(environ)}
+    return {"xla_flags": use_default_xla_flags(environ),
+            "keep_freed_memory": keep_freed_memory(environ)}

@@ -12,16 +12,13 @@
   and without it). XLA's temporary memory per update: -27% to +33% (WORKSPACE). GPU backends
   ignore it.
 
-`use_default_xla_flags()` is called through `process_settings.use_process_settings()` by the
-command lines that train or evaluate (`agents/train.py`, `tools/eval_policy.py`,
-`tools/run_sim_pipeline.py`, `tools/benchmark_conrft.py`) and by the speed benchmarks that run
-learner or acting programs. It adds to `XLA_FLAGS` each default flag the variable does not already set, so a user's own
-setting wins (`XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false` turns it off).
-XLA reads the variable once, when JAX's backend starts at the first computation, so call it
-before that; the processes the command starts (actors, Beam workers) inherit it. An XLA that
-does not know a flag aborts the process at start-up: `tests/test_xla_flags.py` runs one.
-The same call applies `host_memory.keep_freed_memory()` (the allocator setting that keeps XLA
-CPU's freed buffers for the next step).
+`use_default_xla_flags()` is applied through `process_settings.use_process_settings()` (which
+names the command lines that call it). It adds to `XLA_FLAGS` each default flag the variable
+does not already set, so a user's own setting wins
+(`XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false` turns it off). XLA reads the
+variable once, when JAX's backend starts at the first computation, so call it before that; the
+processes the command starts (actors, Beam workers) inherit it. An XLA that does not know a flag
+aborts the process at start-up: `tests/test_xla_flags.py` runs one.
 """
 
 from __future__ import annotations
