@@ -450,6 +450,7 @@ def test_two_actors_one_learner_an_actor_killed_mid_episode_restarts_on_its_slot
             time.sleep(0.2)
         second.send_signal(signal.SIGKILL)
         second.wait(timeout=60)
+        killed_log = second.stderr.read()[-3000:]  # a replay blip before the kill would show here
         second = spawn(actor_cmd(1, tmp_path / "actor1", 120))  # resumes its budget from its episode files
         processes = [learner, first, second]
         outputs = [p.communicate(timeout=600) for p in (first, second, learner)]
@@ -476,7 +477,7 @@ def test_two_actors_one_learner_an_actor_killed_mid_episode_restarts_on_its_slot
     assert partial >= 3, (actors, partial)
     expected = acted0["transitions"] + transitions1 + partial - 1
     online = learned["replay_sizes"]["online"]
-    assert expected <= online <= expected + 1, (acted0, acted1, learned, partial)  # + a step sent, unacknowledged
+    assert expected <= online <= expected + 1, (acted0, acted1, learned, partial, killed_log)  # + a step sent, unacknowledged
     # Each run's figures against its own episode files (the restarted run wrote the last ones); a
     # policy good enough to need no human makes 0 intervention steps, so the count is compared, not
     # asked to be positive.
