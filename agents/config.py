@@ -275,7 +275,8 @@ class TrainConfig:
     replay_sampler_workers: int = 0
 
 
-# Online learner steps per jitted call: measured by tools/benchmark_online.py (WORKSPACE.md, "Speed (#11)").
+# RL learner steps per jitted call: measured by tools/benchmark_online.py and tools/benchmark_agent.py
+# (WORKSPACE.md, "Speed (#11)").
 # Only for embedding-input networks: a `lax.scan` over pixel-encoder updates runs slower on XLA CPU
 # than one update per call (tools/benchmark_agent.py, tiny, batch 64: 2.4 vs 5.9 updates/s).
 STEPS_PER_DISPATCH = 4
@@ -327,10 +328,11 @@ class OnlineConfig:
       retry_every_s: seconds between an actor's reconnection attempts to a dead replay server.
       params_secret_file: role actor: a copy of the learner's `<workdir>/params_secret`, the key
         that authenticates its parameter publications (`agents/parameters.py`).
-      steps_per_dispatch: learner steps the online learner runs per jitted call (`Learner.steps`,
-        `lax.scan` over one sampled item of that many steps' rows): the Python dispatch, the
-        host->device copy and the metrics read-back are paid once per call. 0 (default): chosen by
-        `AgentConfig.steps_per_dispatch()` (STEPS_PER_DISPATCH, or 1 with pixel encoders).
+      steps_per_dispatch: learner steps the online learner (and the offline one) runs per jitted
+        call (`Learner.steps`, `lax.scan` over one sampled item of that many steps' rows): the
+        Python dispatch, the host->device copy, the metrics read-back and XLA's buffers are paid
+        once per call. 0 (default): chosen by `AgentConfig.steps_per_dispatch()`
+        (STEPS_PER_DISPATCH, or 1 with pixel encoders).
         Publishing, logging and checkpoints happen between calls; the actor side of the UTD
         pacing is unchanged (the limiter counts samples, not calls).
     """
@@ -410,9 +412,10 @@ class AgentConfig:
     sac: SACConfig = SACConfig()
 
     def steps_per_dispatch(self) -> int:
-        """Online learner steps per jitted call: `online.steps_per_dispatch` if set, else
-        STEPS_PER_DISPATCH, or 1 when the critic convolves pixels (a scan over conv updates is
-        slower on XLA CPU than single calls)."""
+        """Learner steps per jitted call of the offline and the online stage:
+        `online.steps_per_dispatch` if set, else STEPS_PER_DISPATCH, or 1 when the critic convolves
+        pixels (a scan over conv updates is slower on XLA CPU than single calls). The offline stage
+        takes 1 where the run's steps do not fall on whole calls (`training.offline_steps_per_call`)."""
         if self.online.steps_per_dispatch:
             return self.online.steps_per_dispatch
         return 1 if self.critic.input == "pixels" else STEPS_PER_DISPATCH

@@ -178,7 +178,7 @@ class Learner:
         """`steps` learner steps in one jitted call (`jax.lax.scan`), on one item holding their
         rows (`stack_steps`: per source table, `steps` x updates_per_step x rows): one dispatch and
         one host->device transfer for all. Equal to `steps` calls of `step` on the per-step items
-        (to float rounding; tests/test_agent_learner.py). Metrics: the last step's."""
+        (to float rounding; tests/test_learner_fastpath.py). Metrics: the last step's."""
         key = (int(steps), bool(update_actor))
         if key not in self._scans:
             self._scans[key] = jax.jit(functools.partial(self._scan, steps=key[0], update_actor=key[1]))

@@ -58,3 +58,9 @@ class TrainingLog:
     def close(self) -> None:
         self.bar.close()
         self.writer.close()
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (before, after]: a learner call that went from step
+    `before` to `after` is due what happens every `every` steps (a log, a checkpoint)."""
+    return after // every > before // every

@@ -23,7 +23,7 @@ from vlarft.agents.config import (AgentConfig, LossConfig, OnlineConfig, ReturnC
                                   config_to_json)
 from vlarft.agents.evaluation import evaluate
 from vlarft.agents.export import PolicyExport, export_policy, load_policy_export
-from vlarft.agents.metrics_log import TrainingLog, check_finite
+from vlarft.agents.metrics_log import TrainingLog, check_finite, crossed
 from vlarft.agents.observation import StateNormalizer
 from vlarft.datasets import statistics
 from vlarft.datasets.reader import dataset_spec, iterate_episodes, open_dataset
@@ -155,10 +155,15 @@ def eval_env_factory(options: StageOptions, spec: EpisodeSpec) -> Callable | Non
 def run_loop(*, name: str, state: Any, start_step: int, options: StageOptions, config: AgentConfig,
              step_fn: Callable[[Any], tuple[Any, dict]], checkpointer: Checkpointer, meta: dict,
              evaluate_fn: Callable[[Any, int], dict], export_fn: Callable[[Any, int], None],
-             resume_meta: Callable[[], dict] | None = None) -> tuple[Any, dict]:
-    """Runs `step_fn` up to `options.steps`; returns (state, final evaluation). `resume_meta()`,
-    taken after every completed step, is saved with that step's checkpoint (e.g. the sampling
-    generator's state, so a resumed run draws the batches an uninterrupted one would)."""
+             resume_meta: Callable[[], dict] | None = None, steps_per_call: int = 1) -> tuple[Any, dict]:
+    """Runs `step_fn` up to `options.steps`; returns (state, final evaluation). Each call of
+    `step_fn` makes `steps_per_call` learner steps (`options.steps - start_step` must be a multiple);
+    logging, checkpoints and evaluations come after the call that reaches or passes a multiple of
+    their period. `resume_meta()`, taken after every call, is saved with that step's checkpoint
+    (e.g. the sampling generator's state, so a resumed run draws the batches an uninterrupted one
+    would)."""
+    if (options.steps - start_step) % steps_per_call:
+        raise ValueError(f"{options.steps - start_step} steps to make are not a multiple of {steps_per_call} per call")
     train = config.train
     log = TrainingLog(options.workdir, options.steps, start_step, name, options.show_progress)
     step, last_saved = start_step, start_step
@@ -167,16 +172,17 @@ def run_loop(*, name: str, state: Any, start_step: int, options: StageOptions, c
         while step < options.steps:
             new_state, metrics = step_fn(state)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            check_finite(metrics, step + 1)  # raises before the bad state is kept or saved
-            state, step = new_state, step + 1
+            before = step
+            check_finite(metrics, before + steps_per_call)  # raises before the bad state is kept or saved
+            state, step = new_state, before + steps_per_call
             resume = resume_meta() if resume_meta else {}
-            if step % train.log_every == 0 or step == options.steps:
+            if crossed(before, step, train.log_every) or step == options.steps:
                 rate = log.progress(step, metrics)
                 log.scalars(step, {**metrics, "learner_steps_per_s": rate}, prefix="train/")
-            if step % train.checkpoint_every == 0 or step == options.steps:
+            if crossed(before, step, train.checkpoint_every) or step == options.steps:
                 checkpointer.save(step, state, {**meta, **resume})
                 last_saved = step
-            if train.eval_every and step % train.eval_every == 0 and step != options.steps:
+            if train.eval_every and crossed(before, step, train.eval_every) and step != options.steps:
                 log.scalars(step, _numeric(evaluate_fn(state, step)), prefix="eval/")
     except KeyboardInterrupt:
         if step != last_saved:
@@ -210,6 +216,16 @@ def sampling_generator(seed: int, resumed: dict | None, step: int) -> np.random.
 def resume_meta_of(rng: np.random.Generator) -> Callable[[], dict]:
     """`run_loop`'s `resume_meta` for a sampling generator."""
     return lambda: {SAMPLER_STATE: rng.bit_generator.state}
+
+
+def offline_steps_per_call(config: AgentConfig, steps: int, start_step: int) -> int:
+    """Learner steps per jitted call of the offline stage: `AgentConfig.steps_per_dispatch()`, as the
+    online stage, when the steps to make and the critic warm-up's end fall on whole calls; else 1
+    (each call runs whole steps of one kind, and the run ends exactly at `steps`)."""
+    k = config.steps_per_dispatch()
+    warmup = config.train.critic_warmup_steps
+    aligned = (steps - start_step) % k == 0 and not (start_step < warmup < steps and (warmup - start_step) % k)
+    return k if aligned else 1
 
 
 def check_steps(options: StageOptions) -> None:
@@ -432,9 +448,9 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
     server = builder.make_replay_server()
     try:
         loaded = builder.load_demos(server, options.dataset_dir, options.show_progress)
-        batches = builder.make_iterator(server.address)
         learner = builder.make_learner()
-        state = builder.parallel.replicate(learner.init(jax.random.PRNGKey(config.train.seed), next(batches)))
+        with builder.make_iterator(server.address) as first:
+            state = builder.parallel.replicate(learner.init(jax.random.PRNGKey(config.train.seed), next(first)))
         start_step = 0
         if resumed:
             state, _ = checkpointer.restore(state)  # onto this run's devices, whatever the saving run's were
@@ -463,12 +479,18 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
             export_policy(options.workdir, export.backbone_params, s.policy_params,
                           _export_meta(meta, export.cameras, spec, step))
 
-        def step_fn(s):  # the first critic_warmup_steps steps train the critic only
-            return learner.step(s, next(batches), update_actor=int(s.step) >= config.train.critic_warmup_steps)
+        k = offline_steps_per_call(config, options.steps, start_step)
+        with builder.make_iterator(server.address, steps=k) as batches:  # each item: k steps' rows
 
-        _, final = run_loop(name="offline", state=state, start_step=start_step, options=options, config=config,
-                            step_fn=step_fn, checkpointer=checkpointer, meta=meta, evaluate_fn=evaluate_fn,
-                            export_fn=export_fn)
+            def step_fn(s):  # the first critic_warmup_steps steps train the critic only
+                update_actor = int(s.step) >= config.train.critic_warmup_steps
+                if k == 1:
+                    return learner.step(s, next(batches), update_actor=update_actor)
+                return learner.steps(s, next(batches), k, update_actor=update_actor)
+
+            _, final = run_loop(name="offline", state=state, start_step=start_step, options=options, config=config,
+                                step_fn=step_fn, checkpointer=checkpointer, meta=meta, evaluate_fn=evaluate_fn,
+                                export_fn=export_fn, steps_per_call=k)
     finally:
         server.stop()
         checkpointer.close()

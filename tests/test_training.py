@@ -254,6 +254,51 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert int(checkpointer.restore({"step": jnp.asarray(0)})[0]["step"]) == 3
 
 
+def test_several_steps_per_call_log_save_and_evaluate_after_the_call_that_crosses_a_period(tmp_path):
+    from vlarft.agents.plots import read_scalars
+
+    config = tiny_config(checkpoint_every=6, log_every=5, eval_every=10)
+    saved, evaluated = [], []
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    checkpointer.save = lambda step, state, meta: saved.append(step)
+    options = training.StageOptions(dataset_dir="", workdir=str(tmp_path), steps=16, show_progress=False)
+
+    def step_fn(state):  # 4 learner steps per call
+        return {"step": state["step"] + 4}, {"critic_loss": 1.0}
+
+    def evaluate_fn(state, step):
+        evaluated.append((state["step"], step))
+        return {}
+
+    def run(steps: int):
+        return training.run_loop(name="t", state={"step": 0}, start_step=0, config=config, step_fn=step_fn,
+                                 options=dataclasses.replace(options, steps=steps), checkpointer=checkpointer,
+                                 meta={}, evaluate_fn=evaluate_fn, export_fn=lambda s, i: None, steps_per_call=4)
+
+    state, _ = run(16)
+    assert state["step"] == 16
+    assert saved == [8, 12, 16]  # 6 and 12 are reached in the calls ending at 8 and 12; the last step is saved
+    assert evaluated == [(12, 12), (16, 16)]  # 10 is passed in 8 -> 12; then the final evaluation
+    assert [step for step, _, _ in read_scalars(tmp_path)["train/critic_loss"]] == [8, 12, 16]  # 5, 10, 15
+    with pytest.raises(ValueError, match="not a multiple of 4"):
+        run(14)
+
+
+def test_the_offline_stage_runs_whole_calls_of_scanned_steps_where_they_fit():
+    config = tiny_config()
+    k = config.steps_per_dispatch()
+    assert k == 4 and training.offline_steps_per_call(config, 20, 0) == 4
+    assert training.offline_steps_per_call(config, 22, 0) == 1  # the run would not end at step 22
+    assert training.offline_steps_per_call(config, 22, 2) == 4  # resumed at 2: 20 steps to make
+    warm = dataclasses.replace(config, train=dataclasses.replace(config.train, critic_warmup_steps=6))
+    assert training.offline_steps_per_call(warm, 20, 0) == 1  # a call would straddle the warm-up's end
+    assert training.offline_steps_per_call(warm, 20, 8) == 4  # past it
+    assert training.offline_steps_per_call(dataclasses.replace(warm, train=dataclasses.replace(
+        warm.train, critic_warmup_steps=8)), 20, 0) == 4
+    pixels = dataclasses.replace(config, critic=dataclasses.replace(config.critic, input="pixels"))
+    assert training.offline_steps_per_call(pixels, 20, 0) == 1
+
+
 def test_sft_starts_from_a_local_backbone_checkpoint(demos, sft_run, tmp_path):
     from vlarft.agents.export import load_policy_export
     from vlarft.agents.networks import save_backbone_params

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import jax
 
-from vlarft.agents.metrics_log import TrainingLog, check_finite
+from vlarft.agents.metrics_log import TrainingLog, check_finite, crossed
 from vlarft.agents.online_log import OnlineRecord
 from vlarft.agents.parameters import ReverbParameterStore
 
@@ -91,8 +91,3 @@ class LearnerLoop:
         now = time.perf_counter()
         self.waits[kind] += now - since
         return now
-
-
-def crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of `every` lies in (before, after]."""
-    return after // every > before // every
