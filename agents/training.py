@@ -483,10 +483,7 @@ def run_offline(options: StageOptions, config: AgentConfig, loss: LossConfig) ->
         with builder.make_iterator(server.address, steps=k) as batches:  # each item: k steps' rows
 
             def step_fn(s):  # the first critic_warmup_steps steps train the critic only
-                update_actor = int(s.step) >= config.train.critic_warmup_steps
-                if k == 1:
-                    return learner.step(s, next(batches), update_actor=update_actor)
-                return learner.steps(s, next(batches), k, update_actor=update_actor)
+                return learner.steps(s, next(batches), k, update_actor=int(s.step) >= config.train.critic_warmup_steps)
 
             _, final = run_loop(name="offline", state=state, start_step=start_step, options=options, config=config,
                                 step_fn=step_fn, checkpointer=checkpointer, meta=meta, evaluate_fn=evaluate_fn,

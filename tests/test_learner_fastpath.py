@@ -66,6 +66,25 @@ def test_scanned_steps_equal_sequential_steps():
     assert all(changed)  # the steps did update every critic leaf
 
 
+def test_one_step_through_steps_is_the_single_step_program():
+    """`steps(..., 1)` (a pixel critic's stages) runs `step`'s program, not a scan of one: on XLA CPU
+    a scan of one pixel-critic step took 2.9x its time."""
+    config = get_config("tiny")
+    config = dataclasses.replace(config, head=dataclasses.replace(config.head, hidden=(32, 32)),
+                                 critic=dataclasses.replace(config.critic, hidden=(32, 32)))
+    loss = loss_preset("paper", "online")
+    learner = Learner(config, loss, A, (), np.zeros(S), np.ones(S), online_source=0, rows_per_source=ROWS)
+    rng = np.random.default_rng(3)
+    item = concat(*(random_rows(rng, loss.critic_actor_ratio * rows, source) for source, rows in enumerate(ROWS)))
+    state = learner.init(jax.random.PRNGKey(2), item)
+    stepped, step_metrics = learner.step(state, item)
+    through_steps, steps_metrics = learner.steps(state, item, 1)
+    assert not learner._scans  # no scan was compiled
+    for got, want in zip(jax.tree_util.tree_leaves(through_steps), jax.tree_util.tree_leaves(stepped)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert steps_metrics.keys() == step_metrics.keys() and steps_metrics["cql_alpha"] == loss.cql_alpha
+
+
 def test_critic_equals_the_mlp_on_the_concatenated_input_values_and_gradients():
     config = dataclasses.replace(get_config("tiny").critic, hidden=(16, 8))
     critic = Critic(config, ())

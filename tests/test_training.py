@@ -522,7 +522,8 @@ def test_two_actors_one_learner_an_actor_killed_mid_episode_restarts_on_its_slot
     assert partial >= 3, (actors, partial)
     expected = acted0["transitions"] + transitions1 + partial - 1
     online = learned["replay_sizes"]["online"]
-    assert expected <= online <= expected + 1, (acted0, acted1, learned, partial, killed_log)  # + a step sent, unacknowledged
+    # + a step sent, unacknowledged
+    assert expected <= online <= expected + 1, (acted0, acted1, learned, partial, killed_log)
     # Each run's figures against its own episode files (the restarted run wrote the last ones); a
     # policy good enough to need no human makes 0 intervention steps, so the count is compared, not
     # asked to be positive.
